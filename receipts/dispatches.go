@@ -1,0 +1,327 @@
+package receipts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldhq/herald/events"
+)
+
+// Dispatch is a row of herald.dispatches.
+type Dispatch struct {
+	ID             string
+	EventID        string
+	Refs           []events.Ref
+	Vars           json.RawMessage   // non-secret variables, exact JSON
+	Sealed         map[string]string // producer secrets, sealed; nil once scrubbed
+	Minted         map[string]Minted // SendVariables output; nil until minted or once scrubbed
+	Actor          string
+	IdempotencyKey string
+	Fingerprint    string
+	DuplicateOf    string
+	Status         Status
+	Attempt        int
+	DueAt          time.Time
+	LeaseUntil     *time.Time
+	LastError      string
+	AcceptedAt     time.Time
+	UpdatedAt      time.Time
+	ScrubbedAt     *time.Time
+}
+
+// Minted is one value made by SendVariables: sealed when secret, else plain JSON.
+type Minted struct {
+	Sealed string          `json:"sealed,omitempty"`
+	Value  json.RawMessage `json:"value,omitempty"`
+}
+
+// NewDispatch is what a producer or the fan-out inserts.
+type NewDispatch struct {
+	ID             string
+	EventID        string
+	Refs           []events.Ref
+	Vars           json.RawMessage
+	Sealed         map[string]string
+	Actor          string
+	IdempotencyKey string
+	Fingerprint    string
+	AcceptedAt     time.Time // zero: now()
+}
+
+// InsertOutcome says what InsertDispatch did.
+type InsertOutcome int
+
+const (
+	Inserted  InsertOutcome = iota // a new row
+	Exists                         // a row with this id was already there (a replayed task)
+	Duplicate                      // the key is held by Of with the same fingerprint
+	Conflict                       // the key is held by Of with a different fingerprint
+)
+
+// InsertResult is InsertDispatch's answer.
+type InsertResult struct {
+	Outcome InsertOutcome
+	Of      string // the dispatch holding the idempotency key (Duplicate, Conflict)
+}
+
+// ErrIdempotencyConflict is returned when an idempotency key was used with different arguments.
+var ErrIdempotencyConflict = errors.New("idempotency key already used with different arguments")
+
+const dispatchColumns = `id, event_id, refs, vars, sealed, minted, actor, COALESCE(idempotency_key, ''),
+	fingerprint, COALESCE(duplicate_of::text, ''), status, attempt, due_at, lease_until, COALESCE(last_error, ''),
+	accepted_at, updated_at, scrubbed_at`
+
+func scanDispatch(row pgx.Row) (*Dispatch, error) {
+	var d Dispatch
+	var refs, sealed, minted []byte
+	var st string
+	err := row.Scan(&d.ID, &d.EventID, &refs, &d.Vars, &sealed, &minted, &d.Actor, &d.IdempotencyKey,
+		&d.Fingerprint, &d.DuplicateOf, &st, &d.Attempt, &d.DueAt, &d.LeaseUntil, &d.LastError,
+		&d.AcceptedAt, &d.UpdatedAt, &d.ScrubbedAt)
+	if err != nil {
+		return nil, err
+	}
+	d.Status = Status(st)
+	if err := json.Unmarshal(refs, &d.Refs); err != nil {
+		return nil, fmt.Errorf("dispatch %s: refs: %w", d.ID, err)
+	}
+	if sealed != nil {
+		if err := json.Unmarshal(sealed, &d.Sealed); err != nil {
+			return nil, fmt.Errorf("dispatch %s: sealed: %w", d.ID, err)
+		}
+	}
+	if minted != nil {
+		if err := json.Unmarshal(minted, &d.Minted); err != nil {
+			return nil, fmt.Errorf("dispatch %s: minted: %w", d.ID, err)
+		}
+	}
+	return &d, nil
+}
+
+// GetDispatch returns one dispatch.
+func (s *Store) GetDispatch(ctx context.Context, id string) (*Dispatch, error) {
+	d, err := scanDispatch(s.q.QueryRow(ctx, `SELECT `+dispatchColumns+` FROM herald.dispatches WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("dispatch %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get dispatch %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// InsertDispatch inserts an accepted dispatch, honouring its idempotency key within window:
+// a key held by another dispatch yields Duplicate (same fingerprint) or Conflict, and nothing is
+// inserted. Keys older than window are released first. Safe under concurrency: two inserts with
+// one key serialise on the unique index.
+func (s *Store) InsertDispatch(ctx context.Context, nd NewDispatch, window time.Duration) (InsertResult, error) {
+	if nd.IdempotencyKey != "" {
+		if _, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET idempotency_key = NULL
+			WHERE event_id = $1 AND idempotency_key = $2 AND accepted_at < now() - $3::interval`,
+			nd.EventID, nd.IdempotencyKey, window); err != nil {
+			return InsertResult{}, fmt.Errorf("insert dispatch %s: release old key: %w", nd.ID, err)
+		}
+	}
+	for range 3 {
+		res, err := s.insertDispatchRow(ctx, nd, DispatchAccepted, "", "")
+		if err != nil || res.Outcome == Inserted || res.Outcome == Exists {
+			return res, err
+		}
+		var holder, fp string
+		err = s.q.QueryRow(ctx, `SELECT id, fingerprint FROM herald.dispatches
+			WHERE event_id = $1 AND idempotency_key = $2`, nd.EventID, nd.IdempotencyKey).Scan(&holder, &fp)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // released meanwhile; try again
+		}
+		if err != nil {
+			return InsertResult{}, fmt.Errorf("insert dispatch %s: idempotency lookup: %w", nd.ID, err)
+		}
+		if fp == nd.Fingerprint {
+			return InsertResult{Outcome: Duplicate, Of: holder}, nil
+		}
+		return InsertResult{Outcome: Conflict, Of: holder}, nil
+	}
+	return InsertResult{}, fmt.Errorf("insert dispatch %s: idempotency key %q kept changing hands", nd.ID, nd.IdempotencyKey)
+}
+
+// InsertSettled records a dispatch that was settled on first sight (Duplicate or Conflict), so
+// that its id answers status queries. It never holds the idempotency key.
+func (s *Store) InsertSettled(ctx context.Context, nd NewDispatch, res InsertResult) error {
+	st, reason := DispatchDuplicate, fmt.Sprintf("idempotency key %q: same arguments as dispatch %s", nd.IdempotencyKey, res.Of)
+	if res.Outcome == Conflict {
+		st, reason = DispatchRejected, fmt.Sprintf("idempotency_conflict: key %q was used by dispatch %s with different arguments", nd.IdempotencyKey, res.Of)
+	}
+	nd.IdempotencyKey = ""
+	nd.Sealed = nil // nothing will be sent: keep no secret
+	_, err := s.insertDispatchRow(ctx, nd, st, res.Of, reason)
+	return err
+}
+
+func (s *Store) insertDispatchRow(ctx context.Context, nd NewDispatch, st Status, dupOf, lastError string) (InsertResult, error) {
+	refs, err := json.Marshal(nd.Refs)
+	if err != nil {
+		return InsertResult{}, err
+	}
+	if nd.Refs == nil {
+		refs = []byte("[]")
+	}
+	vars := nd.Vars
+	if len(vars) == 0 {
+		vars = json.RawMessage("{}")
+	}
+	var sealed []byte
+	if len(nd.Sealed) > 0 {
+		if sealed, err = json.Marshal(nd.Sealed); err != nil {
+			return InsertResult{}, err
+		}
+	}
+	var accepted *time.Time
+	if !nd.AcceptedAt.IsZero() {
+		accepted = &nd.AcceptedAt
+	}
+	var id string
+	err = s.q.QueryRow(ctx, `INSERT INTO herald.dispatches
+		(id, event_id, refs, vars, sealed, actor, idempotency_key, fingerprint, status, duplicate_of, last_error, accepted_at, due_at)
+		VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''), $8, $9, NULLIF($10, '')::uuid, NULLIF($11, ''),
+		        COALESCE($12, now()), COALESCE($12, now()))
+		ON CONFLICT DO NOTHING RETURNING id`,
+		nd.ID, nd.EventID, refs, vars, sealed, nd.Actor, nd.IdempotencyKey, nd.Fingerprint, string(st), dupOf, lastError, accepted).Scan(&id)
+	if err == nil {
+		return InsertResult{Outcome: Inserted}, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return InsertResult{}, fmt.Errorf("insert dispatch %s: %w", nd.ID, err)
+	}
+	var exists bool
+	if err := s.q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald.dispatches WHERE id = $1)`, nd.ID).Scan(&exists); err != nil {
+		return InsertResult{}, fmt.Errorf("insert dispatch %s: %w", nd.ID, err)
+	}
+	if exists {
+		return InsertResult{Outcome: Exists}, nil
+	}
+	if nd.IdempotencyKey == "" {
+		return InsertResult{}, fmt.Errorf("insert dispatch %s: conflict without id or key", nd.ID)
+	}
+	return InsertResult{Outcome: Conflict}, nil // caller looks up the holder
+}
+
+// ClaimDispatch takes the fan-out lease: status → fanning_out, attempt+1.
+func (s *Store) ClaimDispatch(ctx context.Context, id string, lease time.Duration) (*Dispatch, ClaimOutcome, error) {
+	d, err := scanDispatch(s.q.QueryRow(ctx, `UPDATE herald.dispatches
+		SET status = 'fanning_out', attempt = attempt + 1, lease_until = now() + $2::interval, updated_at = now()
+		WHERE id = $1 AND due_at <= now()
+		  AND (status = ANY($3) AND status <> 'fanning_out' OR (status = 'fanning_out' AND lease_until < now()))
+		RETURNING `+dispatchColumns, id, lease, From(KindDispatch, DispatchFanningOut)))
+	if err == nil {
+		return d, Claimed, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, fmt.Errorf("claim dispatch %s: %w", id, err)
+	}
+	out, err := s.whyNoClaim(ctx, "herald.dispatches", id, []string{string(DispatchAccepted), string(DispatchRetrying)})
+	return nil, out, err
+}
+
+func (s *Store) whyNoClaim(ctx context.Context, table, id string, waiting []string) (ClaimOutcome, error) {
+	var notDue bool
+	err := s.q.QueryRow(ctx, `SELECT status = ANY($2) AND due_at > now() FROM `+table+` WHERE id = $1`, id, waiting).Scan(&notDue)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return ClaimMissing, nil
+	case err != nil:
+		return 0, fmt.Errorf("claim %s: %w", id, err)
+	case notDue:
+		return ClaimNotDue, nil
+	default:
+		return ClaimBusy, nil
+	}
+}
+
+// StoreMinted records SendVariables' output once, fenced on the fan-out attempt.
+func (s *Store) StoreMinted(ctx context.Context, id string, attempt int, minted map[string]Minted) error {
+	b, err := json.Marshal(minted)
+	if err != nil {
+		return err
+	}
+	tag, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET minted = $3, updated_at = now()
+		WHERE id = $1 AND attempt = $2 AND status = 'fanning_out' AND minted IS NULL`, id, attempt, b)
+	if err != nil {
+		return fmt.Errorf("store minted values of dispatch %s: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("store minted values of dispatch %s attempt %d: %w", id, attempt, ErrTransition)
+	}
+	return nil
+}
+
+// FinishDispatch ends a fan-out attempt (fenced on attempt): fanned_out, retrying at dueAt, or
+// failed, with lastError.
+func (s *Store) FinishDispatch(ctx context.Context, id string, attempt int, to Status, dueAt time.Time, lastError string) error {
+	var due *time.Time
+	if !dueAt.IsZero() {
+		due = &dueAt
+	}
+	tag, err := s.q.Exec(ctx, `UPDATE herald.dispatches
+		SET status = $3, due_at = COALESCE($4, due_at), last_error = NULLIF($5, ''), lease_until = NULL,
+		    enqueued_at = NULL, updated_at = now()
+		WHERE id = $1 AND attempt = $2 AND status = 'fanning_out' AND 'fanning_out' = ANY($6)`,
+		id, attempt, string(to), due, lastError, From(KindDispatch, to))
+	if err != nil {
+		return fmt.Errorf("finish dispatch %s as %s: %w", id, to, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("finish dispatch %s attempt %d as %s: %w", id, attempt, to, ErrTransition)
+	}
+	return nil
+}
+
+// MarkDispatchesEnqueued notes that tasks for ids were handed to the queue.
+func (s *Store) MarkDispatchesEnqueued(ctx context.Context, ids []string) error {
+	_, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET enqueued_at = now() WHERE id = ANY($1)`, ids)
+	return err
+}
+
+// DueDispatches claims for enqueueing (FOR UPDATE SKIP LOCKED, safe in parallel) the dispatches
+// that need a task: accepted or retrying and due within horizon, or fanning_out with an expired
+// lease; each at most once per regrace unless it was never enqueued.
+func (s *Store) DueDispatches(ctx context.Context, horizon, regrace time.Duration, limit int) ([]DueTask, error) {
+	return collectDue(s.q.Query(ctx, `WITH due AS (
+		SELECT id FROM herald.dispatches
+		WHERE ((status IN ('accepted','retrying') AND due_at <= now() + $1::interval)
+		    OR (status = 'fanning_out' AND lease_until < now()))
+		  AND (enqueued_at IS NULL OR enqueued_at < now() - $2::interval)
+		ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+		UPDATE herald.dispatches d SET enqueued_at = now() FROM due WHERE d.id = due.id
+		RETURNING d.id, d.attempt, d.due_at`, horizon, regrace, limit))
+}
+
+// ScrubSecrets drops the sealed and minted values of dispatches that need them no more: settled
+// dispatches whose receipts are all final, and any dispatch older than maxAge.
+func (s *Store) ScrubSecrets(ctx context.Context, maxAge time.Duration) (int64, error) {
+	tag, err := s.q.Exec(ctx, `UPDATE herald.dispatches d SET sealed = NULL, minted = NULL, scrubbed_at = now()
+		WHERE (d.sealed IS NOT NULL OR d.minted IS NOT NULL)
+		  AND (d.accepted_at < now() - $1::interval
+		    OR d.status IN ('failed','rejected','duplicate')
+		    OR (d.status = 'fanned_out' AND NOT EXISTS (
+		          SELECT 1 FROM herald.receipts r WHERE r.dispatch_id = d.id AND NOT (r.status = ANY($2)))))`,
+		maxAge, finalStrings(KindReceipt))
+	if err != nil {
+		return 0, fmt.Errorf("scrub secrets: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// ReleaseIdempotencyKeys frees keys older than window.
+func (s *Store) ReleaseIdempotencyKeys(ctx context.Context, window time.Duration) (int64, error) {
+	tag, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET idempotency_key = NULL
+		WHERE idempotency_key IS NOT NULL AND accepted_at < now() - $1::interval`, window)
+	if err != nil {
+		return 0, fmt.Errorf("release idempotency keys: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

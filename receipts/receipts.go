@@ -1,0 +1,241 @@
+package receipts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Recipient is the stored form of a recipient.
+type Recipient struct {
+	Address string `json:"address,omitempty"`
+	Name    string `json:"name,omitempty"`
+	Locale  string `json:"locale,omitempty"`
+}
+
+// Receipt is a row of herald.receipts: one delivery (dispatch, channel key, recipient id).
+type Receipt struct {
+	ID               string
+	DispatchID       string
+	EventID          string
+	ChannelKey       string
+	Transport        string
+	Audience         string
+	RecipientID      string
+	Recipient        Recipient
+	Status           Status
+	Attempt          int
+	MaxAttempts      int
+	DueAt            time.Time
+	ExpiresAt        time.Time
+	LeaseUntil       *time.Time
+	InDoubt          bool
+	LastError        string
+	Subject          string
+	MessageID        string
+	ProviderResponse string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	SentAt           *time.Time
+}
+
+// NewReceipt is a delivery the fan-out creates.
+type NewReceipt struct {
+	ID          string
+	DispatchID  string
+	EventID     string
+	ChannelKey  string
+	Transport   string
+	Audience    string
+	RecipientID string
+	Recipient   Recipient
+	Status      Status // scheduled, or skipped with LastError
+	LastError   string
+	MaxAttempts int
+	DueAt       time.Time
+	ExpiresAt   time.Time
+}
+
+const receiptColumns = `id, dispatch_id, event_id, channel_key, transport, audience, recipient_id, recipient, status,
+	attempt, max_attempts, due_at, expires_at, lease_until, in_doubt, COALESCE(last_error, ''), COALESCE(subject, ''),
+	COALESCE(message_id, ''), COALESCE(provider_response, ''), created_at, updated_at, sent_at`
+
+func scanReceipt(row pgx.Row) (*Receipt, error) {
+	var r Receipt
+	var rec []byte
+	var st string
+	err := row.Scan(&r.ID, &r.DispatchID, &r.EventID, &r.ChannelKey, &r.Transport, &r.Audience, &r.RecipientID, &rec, &st,
+		&r.Attempt, &r.MaxAttempts, &r.DueAt, &r.ExpiresAt, &r.LeaseUntil, &r.InDoubt, &r.LastError, &r.Subject,
+		&r.MessageID, &r.ProviderResponse, &r.CreatedAt, &r.UpdatedAt, &r.SentAt)
+	if err != nil {
+		return nil, err
+	}
+	r.Status = Status(st)
+	if err := json.Unmarshal(rec, &r.Recipient); err != nil {
+		return nil, fmt.Errorf("receipt %s: recipient: %w", r.ID, err)
+	}
+	return &r, nil
+}
+
+// InsertReceipts creates deliveries, one per (dispatch, channel key, recipient id); a delivery
+// that already exists is left as it is (a re-run of the fan-out).
+func (s *Store) InsertReceipts(ctx context.Context, rs []NewReceipt) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, r := range rs {
+		rec, err := json.Marshal(r.Recipient)
+		if err != nil {
+			return err
+		}
+		st := r.Status
+		if st == "" {
+			st = ReceiptScheduled
+		}
+		b.Queue(`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, audience, recipient_id,
+			recipient, status, last_error, max_attempts, due_at, expires_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), $11, $12, $13)
+			ON CONFLICT (dispatch_id, channel_key, recipient_id) DO NOTHING`,
+			r.ID, r.DispatchID, r.EventID, r.ChannelKey, r.Transport, r.Audience, r.RecipientID, rec, string(st),
+			r.LastError, r.MaxAttempts, r.DueAt, r.ExpiresAt)
+	}
+	if err := s.q.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("insert receipts of dispatch %s: %w", rs[0].DispatchID, err)
+	}
+	return nil
+}
+
+// GetReceipt returns one receipt.
+func (s *Store) GetReceipt(ctx context.Context, id string) (*Receipt, error) {
+	r, err := scanReceipt(s.q.QueryRow(ctx, `SELECT `+receiptColumns+` FROM herald.receipts WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("receipt %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get receipt %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// ListReceipts returns a dispatch's receipts, oldest first.
+func (s *Store) ListReceipts(ctx context.Context, dispatchID string) ([]*Receipt, error) {
+	rows, err := s.q.Query(ctx, `SELECT `+receiptColumns+` FROM herald.receipts WHERE dispatch_id = $1
+		ORDER BY due_at, channel_key, recipient_id`, dispatchID)
+	if err != nil {
+		return nil, fmt.Errorf("list receipts of %s: %w", dispatchID, err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Receipt, error) { return scanReceipt(r) })
+}
+
+// Claim is a successful receipt claim.
+type Claim struct {
+	Receipt *Receipt // after the claim: status sending, attempt bumped
+	InDoubt bool     // this claim took over an expired lease: an earlier attempt may have sent
+}
+
+// ClaimReceipt takes the delivery lease: status → sending, attempt+1, lease_until = now+lease.
+// A claim over an expired sending lease flags the receipt in_doubt. When no row is claimed the
+// outcome says why (missing, not yet due, busy or final).
+func (s *Store) ClaimReceipt(ctx context.Context, id string, lease time.Duration) (*Claim, ClaimOutcome, error) {
+	r, err := scanReceipt(s.q.QueryRow(ctx, `UPDATE herald.receipts
+		SET status = 'sending', attempt = attempt + 1, lease_until = now() + $2::interval,
+		    in_doubt = in_doubt OR status = 'sending', updated_at = now()
+		WHERE id = $1 AND due_at <= now()
+		  AND (status = ANY($3) AND status <> 'sending' OR (status = 'sending' AND lease_until < now()))
+		RETURNING `+receiptColumns, id, lease, From(KindReceipt, ReceiptSending)))
+	if err == nil {
+		// in_doubt is sticky; this claim is a reclaim when the lease it took had been live before.
+		return &Claim{Receipt: r, InDoubt: r.InDoubt}, Claimed, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return nil, 0, fmt.Errorf("claim receipt %s: %w", id, err)
+	}
+	out, err := s.whyNoClaim(ctx, "herald.receipts", id, []string{string(ReceiptScheduled), string(ReceiptRetrying)})
+	return nil, out, err
+}
+
+// Outcome is the result of one delivery attempt.
+type Outcome struct {
+	Status           Status    // sent, retrying, failed, expired or skipped
+	DueAt            time.Time // retrying: when to try again
+	LastError        string
+	Subject          string
+	MessageID        string
+	ProviderResponse string
+}
+
+// FinishReceipt records an attempt's outcome, fenced on (id, attempt, sending): a stale worker
+// whose lease was taken over gets ErrTransition and changes nothing.
+func (s *Store) FinishReceipt(ctx context.Context, id string, attempt int, o Outcome) error {
+	var due *time.Time
+	if !o.DueAt.IsZero() {
+		due = &o.DueAt
+	}
+	tag, err := s.q.Exec(ctx, `UPDATE herald.receipts
+		SET status = $3, due_at = COALESCE($4, due_at), last_error = NULLIF($5, ''),
+		    subject = COALESCE(NULLIF($6, ''), subject), message_id = COALESCE(NULLIF($7, ''), message_id),
+		    provider_response = COALESCE(NULLIF($8, ''), provider_response),
+		    lease_until = NULL, enqueued_at = NULL, updated_at = now(),
+		    sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END
+		WHERE id = $1 AND attempt = $2 AND status = 'sending' AND 'sending' = ANY($9)`,
+		id, attempt, string(o.Status), due, o.LastError, o.Subject, o.MessageID, o.ProviderResponse,
+		From(KindReceipt, o.Status))
+	if err != nil {
+		return fmt.Errorf("finish receipt %s as %s: %w", id, o.Status, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("finish receipt %s attempt %d as %s: %w", id, attempt, o.Status, ErrTransition)
+	}
+	return nil
+}
+
+// OpenReceipts returns the receipts of a dispatch that are not final.
+func (s *Store) OpenReceipts(ctx context.Context, dispatchID string) ([]DueTask, error) {
+	return collectDue(s.q.Query(ctx, `SELECT id, attempt, due_at FROM herald.receipts
+		WHERE dispatch_id = $1 AND NOT (status = ANY($2)) ORDER BY due_at`, dispatchID, finalStrings(KindReceipt)))
+}
+
+// MarkReceiptsEnqueued notes that tasks for ids were handed to the queue.
+func (s *Store) MarkReceiptsEnqueued(ctx context.Context, ids []string) error {
+	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET enqueued_at = now() WHERE id = ANY($1)`, ids)
+	return err
+}
+
+// ReleaseReceipt forgets that a task was enqueued, so the promoter enqueues one again.
+func (s *Store) ReleaseReceipt(ctx context.Context, id string) error {
+	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET enqueued_at = NULL WHERE id = $1`, id)
+	return err
+}
+
+// DueReceipts claims for enqueueing (FOR UPDATE SKIP LOCKED) the receipts that need a task:
+// scheduled or retrying and due within horizon, or sending with an expired lease; each at most
+// once per regrace unless it was never enqueued.
+func (s *Store) DueReceipts(ctx context.Context, horizon, regrace time.Duration, limit int) ([]DueTask, error) {
+	return collectDue(s.q.Query(ctx, `WITH due AS (
+		SELECT id FROM herald.receipts
+		WHERE ((status IN ('scheduled','retrying') AND due_at <= now() + $1::interval)
+		    OR (status = 'sending' AND lease_until < now()))
+		  AND (enqueued_at IS NULL OR enqueued_at < now() - $2::interval)
+		ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+		UPDATE herald.receipts r SET enqueued_at = now() FROM due WHERE r.id = due.id
+		RETURNING r.id, r.attempt, r.due_at`, horizon, regrace, limit))
+}
+
+// CountInDoubt returns how many receipts were reclaimed after a possible send.
+func (s *Store) CountInDoubt(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.q.QueryRow(ctx, `SELECT count(*) FROM herald.receipts WHERE in_doubt`).Scan(&n)
+	return n, err
+}
+
+// ExpireLeaseForTest moves a receipt's lease into the past, as if its worker had crashed.
+// For tests and fault drills only.
+func (s *Store) ExpireLeaseForTest(ctx context.Context, id string) error {
+	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET lease_until = now() - interval '1 second' WHERE id = $1`, id)
+	return err
+}

@@ -1,0 +1,284 @@
+package receipts_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
+
+func insertDispatch(t *testing.T, s *receipts.Store, key, fp string) string {
+	t.Helper()
+	id := newID()
+	res, err := s.InsertDispatch(t.Context(), receipts.NewDispatch{ID: id, EventID: "a.b", IdempotencyKey: key, Fingerprint: fp,
+		Refs: []events.Ref{{Name: "user", Resource: "users", ID: "1"}}, Vars: json.RawMessage(`{"n": 1.50}`)}, time.Hour)
+	if err != nil || res.Outcome != receipts.Inserted {
+		t.Fatalf("insert: %+v %v", res, err)
+	}
+	return id
+}
+
+func insertReceipt(t *testing.T, s *receipts.Store, dispatchID string, due time.Time) string {
+	t.Helper()
+	id := newID()
+	if err := s.InsertReceipts(t.Context(), []receipts.NewReceipt{{ID: id, DispatchID: dispatchID, EventID: "a.b",
+		ChannelKey: "email", Transport: "email", RecipientID: "1", Recipient: receipts.Recipient{Address: "a@example.net"},
+		MaxAttempts: 3, DueAt: due, ExpiresAt: due.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestTransitionTableWalk puts a row in every state and tries every move; the database must
+// accept exactly the moves the table allows.
+func TestTransitionTableWalk(t *testing.T) {
+	t.Parallel()
+	pool := testenv.DB(t)
+	s := receipts.New(pool)
+	ctx := t.Context()
+	for _, kind := range []receipts.Kind{receipts.KindDispatch, receipts.KindReceipt} {
+		for _, from := range receipts.States(kind) {
+			for _, to := range receipts.States(kind) {
+				did := insertDispatch(t, s, "", "")
+				id := did
+				table := "herald.dispatches"
+				if kind == receipts.KindReceipt {
+					id = insertReceipt(t, s, did, time.Now())
+					table = "herald.receipts"
+				}
+				if _, err := pool.Exec(ctx, "UPDATE "+table+" SET status = $2 WHERE id = $1", id, string(from)); err != nil {
+					t.Fatal(err)
+				}
+				err := s.SetStatus(ctx, kind, id, to, "walk")
+				allowed := receipts.CanTransition(kind, from, to)
+				if allowed && err != nil {
+					t.Errorf("%s %s → %s allowed by the table but refused: %v", kind, from, to, err)
+				}
+				if !allowed && !errors.Is(err, receipts.ErrTransition) {
+					t.Errorf("%s %s → %s not in the table but err = %v", kind, from, to, err)
+				}
+				got, _ := s.Status(ctx, kind, id)
+				if want := map[bool]receipts.Status{true: to, false: from}[allowed]; got != want {
+					t.Errorf("%s %s → %s: status %s, want %s", kind, from, to, got, want)
+				}
+			}
+		}
+	}
+	// Every final state is reachable and has no way out; every state is reachable from an initial one.
+	for kind, initial := range receipts.InitialStates {
+		reach := map[receipts.Status]bool{}
+		var walk func(receipts.Status)
+		walk = func(s receipts.Status) {
+			if reach[s] {
+				return
+			}
+			reach[s] = true
+			for _, n := range receipts.Transitions[kind][s] {
+				walk(n)
+			}
+		}
+		for _, s := range initial {
+			walk(s)
+		}
+		for _, st := range receipts.States(kind) {
+			if !reach[st] {
+				t.Errorf("%s state %s is unreachable", kind, st)
+			}
+		}
+	}
+}
+
+func TestClaimOutcomesAndFence(t *testing.T) {
+	t.Parallel()
+	s := receipts.New(testenv.DB(t))
+	ctx := t.Context()
+	did := insertDispatch(t, s, "", "")
+	later := insertReceipt(t, s, did, time.Now().Add(time.Hour))
+	if _, out, err := s.ClaimReceipt(ctx, later, time.Minute); err != nil || out != receipts.ClaimNotDue {
+		t.Fatalf("future receipt: %v %v", out, err)
+	}
+	if _, out, err := s.ClaimReceipt(ctx, newID(), time.Minute); err != nil || out != receipts.ClaimMissing {
+		t.Fatalf("missing receipt: %v %v", out, err)
+	}
+	id := insertReceipt(t, s, insertDispatch(t, s, "", ""), time.Now().Add(-time.Second))
+	c, out, err := s.ClaimReceipt(ctx, id, time.Minute)
+	if err != nil || out != receipts.Claimed || c.Receipt.Attempt != 1 || c.InDoubt {
+		t.Fatalf("claim: %+v %v %v", c, out, err)
+	}
+	if _, out, _ := s.ClaimReceipt(ctx, id, time.Minute); out != receipts.ClaimBusy {
+		t.Fatalf("second claim under a live lease: %v", out)
+	}
+	// The lease expires (a crashed worker): a reclaim takes over and is in doubt.
+	expire(t, s, id)
+	c2, out, err := s.ClaimReceipt(ctx, id, time.Minute)
+	if err != nil || out != receipts.Claimed || c2.Receipt.Attempt != 2 || !c2.InDoubt {
+		t.Fatalf("reclaim: %+v %v %v", c2, out, err)
+	}
+	// The stale worker's final update is fenced off.
+	if err := s.FinishReceipt(ctx, id, 1, receipts.Outcome{Status: receipts.ReceiptSent}); !errors.Is(err, receipts.ErrTransition) {
+		t.Fatalf("stale finish: %v", err)
+	}
+	if err := s.FinishReceipt(ctx, id, 2, receipts.Outcome{Status: receipts.ReceiptSent, MessageID: "<x@y>"}); err != nil {
+		t.Fatalf("current finish: %v", err)
+	}
+	if _, out, _ := s.ClaimReceipt(ctx, id, time.Minute); out != receipts.ClaimBusy {
+		t.Fatalf("claim of a sent receipt: %v", out)
+	}
+	n, _ := s.CountInDoubt(ctx)
+	if n != 1 {
+		t.Fatalf("in doubt = %d", n)
+	}
+}
+
+func expire(t *testing.T, s *receipts.Store, id string) {
+	t.Helper()
+	// Move the lease into the past through the same store connection pool.
+	if err := s.ExpireLeaseForTest(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRacingClaimsOneWinner(t *testing.T) {
+	t.Parallel()
+	s := receipts.New(testenv.DB(t))
+	did := insertDispatch(t, s, "", "")
+	id := insertReceipt(t, s, did, time.Now())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for range 8 {
+		wg.Go(func() {
+			_, out, err := s.ClaimReceipt(context.Background(), id, time.Minute)
+			if err != nil {
+				t.Error(err)
+			}
+			if out == receipts.Claimed {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d claims won, want 1", wins)
+	}
+}
+
+func TestIdempotentInsert(t *testing.T) {
+	t.Parallel()
+	s := receipts.New(testenv.DB(t))
+	ctx := t.Context()
+	first := insertDispatch(t, s, "k1", "fp1")
+	nd := receipts.NewDispatch{ID: newID(), EventID: "a.b", IdempotencyKey: "k1", Fingerprint: "fp1"}
+	res, err := s.InsertDispatch(ctx, nd, time.Hour)
+	if err != nil || res.Outcome != receipts.Duplicate || res.Of != first {
+		t.Fatalf("same key same fingerprint: %+v %v", res, err)
+	}
+	nd.Fingerprint = "fp2"
+	res, err = s.InsertDispatch(ctx, nd, time.Hour)
+	if err != nil || res.Outcome != receipts.Conflict || res.Of != first {
+		t.Fatalf("same key other fingerprint: %+v %v", res, err)
+	}
+	if err := s.InsertSettled(ctx, nd, res); err != nil {
+		t.Fatal(err)
+	}
+	d, err := s.GetDispatch(ctx, nd.ID)
+	if err != nil || d.Status != receipts.DispatchRejected || d.DuplicateOf != first {
+		t.Fatalf("settled row: %+v %v", d, err)
+	}
+	// Same id again (a replayed task): Exists.
+	res, err = s.InsertDispatch(ctx, receipts.NewDispatch{ID: first, EventID: "a.b"}, time.Hour)
+	if err != nil || res.Outcome != receipts.Exists {
+		t.Fatalf("replay: %+v %v", res, err)
+	}
+	// Outside the window the key is free again.
+	res, err = s.InsertDispatch(ctx, receipts.NewDispatch{ID: newID(), EventID: "a.b", IdempotencyKey: "k1", Fingerprint: "fp9"}, time.Nanosecond)
+	if err != nil || res.Outcome != receipts.Inserted {
+		t.Fatalf("expired key: %+v %v", res, err)
+	}
+	// Exact JSON numbers are kept.
+	got, _ := s.GetDispatch(ctx, first)
+	if string(got.Vars) != `{"n": 1.50}` {
+		t.Fatalf("vars = %s", got.Vars)
+	}
+}
+
+func TestScrubAndPromoterQueries(t *testing.T) {
+	t.Parallel()
+	pool := testenv.DB(t)
+	s := receipts.New(pool)
+	ctx := t.Context()
+	id := newID()
+	if _, err := s.InsertDispatch(ctx, receipts.NewDispatch{ID: id, EventID: "a.b", Sealed: map[string]string{"t": "v1.k.x"}}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	due, err := s.DueDispatches(ctx, time.Minute, time.Hour, 10)
+	if err != nil || len(due) != 1 || due[0].ID != id {
+		t.Fatalf("due dispatches: %+v %v", due, err)
+	}
+	if again, _ := s.DueDispatches(ctx, time.Minute, time.Hour, 10); len(again) != 0 {
+		t.Fatalf("enqueued dispatch returned again within regrace: %+v", again)
+	}
+	d, out, err := s.ClaimDispatch(ctx, id, time.Minute)
+	if err != nil || out != receipts.Claimed || d.Attempt != 1 || d.Sealed["t"] != "v1.k.x" {
+		t.Fatalf("claim dispatch: %+v %v %v", d, out, err)
+	}
+	rid := insertReceipt(t, s, id, time.Now())
+	if err := s.FinishDispatch(ctx, id, 1, receipts.DispatchFannedOut, time.Time{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.ScrubSecrets(ctx, 24*time.Hour); n != 0 {
+		t.Fatalf("scrubbed while a receipt is open")
+	}
+	rs, _ := s.DueReceipts(ctx, time.Minute, time.Hour, 10)
+	if len(rs) != 1 || rs[0].ID != rid {
+		t.Fatalf("due receipts: %+v", rs)
+	}
+	c, _, _ := s.ClaimReceipt(ctx, rid, time.Minute)
+	if err := s.FinishReceipt(ctx, rid, c.Receipt.Attempt, receipts.Outcome{Status: receipts.ReceiptSent}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.ScrubSecrets(ctx, 24*time.Hour); n != 1 || err != nil {
+		t.Fatalf("scrub after all final: %d %v", n, err)
+	}
+	got, _ := s.GetDispatch(ctx, id)
+	if got.Sealed != nil || got.ScrubbedAt == nil {
+		t.Fatalf("not scrubbed: %+v", got)
+	}
+}
+
+func TestRejectedTasksAndMailbox(t *testing.T) {
+	t.Parallel()
+	s := receipts.New(testenv.DB(t))
+	ctx := t.Context()
+	if err := s.RecordRejectedTask(ctx, "herald:deliver", "deliver:x:1", "q", "malformed payload", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := s.ListRejectedTasks(ctx, 10)
+	if err != nil || len(rt) != 1 || rt[0].PayloadSize != 1 || rt[0].Reason != "malformed payload" {
+		t.Fatalf("%+v %v", rt, err)
+	}
+	for i := range 3 {
+		if _, err := s.InsertMail(ctx, receipts.Mail{MessageID: fmt.Sprint(i), From: "a", To: "b", Subject: "s"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := s.ListMail(ctx, 2)
+	if err != nil || len(ms) != 2 || ms[0].MessageID != "2" {
+		t.Fatalf("%+v %v", ms, err)
+	}
+}
