@@ -20,6 +20,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/heraldhq/herald/receipts"
 )
@@ -58,12 +59,23 @@ func Queue(t testing.TB) string {
 	t.Helper()
 	q := Name("herald_test")
 	opt := RedisOpt(t)
-	t.Cleanup(func() {
-		insp := asynq.NewInspector(opt)
-		defer insp.Close()
-		_ = insp.DeleteQueue(q, true)
-	})
+	t.Cleanup(func() { DropQueue(opt, q) })
 	return q
+}
+
+// DropQueue removes every key of asynq queue q (its tasks and its statistics) from Redis.
+func DropQueue(opt asynq.RedisClientOpt, q string) {
+	ctx := context.Background()
+	insp := asynq.NewInspector(opt)
+	_ = insp.DeleteQueue(q, true)
+	_ = insp.Close()
+	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Username: opt.Username, Password: opt.Password})
+	defer rc.Close()
+	iter := rc.Scan(ctx, 0, "asynq:{"+q+"}:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		rc.Del(ctx, iter.Val())
+	}
+	rc.SRem(ctx, "asynq:queues", q)
 }
 
 var (

@@ -1,0 +1,203 @@
+package tasks
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/seal"
+	"github.com/heraldhq/herald/receipts"
+)
+
+// ClientConfig configures a producer Client.
+type ClientConfig struct {
+	// Redis is the asynq connection. Required for Dispatch; DispatchTx needs none.
+	Redis asynq.RedisConnOpt
+	// SecretKeys is HERALD_SECRET_KEYS; producer secrets are sealed with its first key. Required.
+	SecretKeys string
+	// Queue must match the workers' queue. Defaults to "herald".
+	Queue string
+	// IdempotencyWindow must match the workers'. Defaults to 24h.
+	IdempotencyWindow time.Duration
+	// AsynqRetries: see Config.AsynqRetries. Defaults to 8.
+	AsynqRetries int
+	// TaskTimeout: see Config.TaskTimeout. Defaults to 60s.
+	TaskTimeout time.Duration
+}
+
+// Client is what producers use to dispatch events. It is safe for concurrent use.
+type Client struct {
+	cfg    ClientConfig
+	keys   *seal.Keyring
+	client *asynq.Client
+}
+
+// NewClient validates cfg and returns a Client.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	cfg.Queue = cmp.Or(cfg.Queue, "herald")
+	cfg.IdempotencyWindow = cmp.Or(cfg.IdempotencyWindow, 24*time.Hour)
+	cfg.AsynqRetries = cmp.Or(cfg.AsynqRetries, 8)
+	cfg.TaskTimeout = cmp.Or(cfg.TaskTimeout, 60*time.Second)
+	keys, err := seal.ParseKeys(cfg.SecretKeys)
+	if err != nil {
+		return nil, fmt.Errorf("herald client: %w", err)
+	}
+	c := &Client{cfg: cfg, keys: keys}
+	if cfg.Redis != nil {
+		c.client = asynq.NewClient(cfg.Redis)
+	}
+	return c, nil
+}
+
+// Close releases the Redis connection.
+func (c *Client) Close() error {
+	if c.client == nil {
+		return nil
+	}
+	return c.client.Close()
+}
+
+// Option tunes one dispatch.
+type Option func(*options)
+
+type options struct {
+	key   string
+	actor string
+}
+
+// IdempotencyKey makes the dispatch idempotent within the window: the same key with the same
+// arguments is the first dispatch; with different arguments it is a conflict.
+func IdempotencyKey(k string) Option { return func(o *options) { o.key = k } }
+
+// Actor records who caused the dispatch (an admin's id, "cli", …).
+func Actor(a string) Option { return func(o *options) { o.actor = a } }
+
+// ErrIdempotencyConflict is returned by DispatchTx when the key was used with other arguments.
+var ErrIdempotencyConflict = receipts.ErrIdempotencyConflict
+
+// ErrInvalidDispatch is wrapped by errors about the dispatch's own arguments.
+var ErrInvalidDispatch = errors.New("invalid dispatch")
+
+type prepared struct {
+	id      string
+	eventID string
+	refs    []events.Ref
+	vars    json.RawMessage
+	secrets map[string]string
+	opts    options
+	now     time.Time
+}
+
+func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any, opts []Option) (*prepared, error) {
+	if err := events.ValidateID(eventID); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidDispatch, err)
+	}
+	seen := map[string]bool{}
+	for _, r := range refs {
+		if err := r.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalidDispatch, err)
+		}
+		if seen[r.Name] {
+			return nil, fmt.Errorf("%w: reference name %q appears twice", ErrInvalidDispatch, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	p := &prepared{id: uuid.Must(uuid.NewV7()).String(), eventID: eventID, refs: refs, now: time.Now().UTC()}
+	for _, o := range opts {
+		o(&p.opts)
+	}
+	if len(p.opts.key) > 255 {
+		return nil, fmt.Errorf("%w: idempotency key longer than 255 characters", ErrInvalidDispatch)
+	}
+	plain := map[string]any{}
+	for k, v := range vars {
+		if seen[k] {
+			return nil, fmt.Errorf("%w: variable %q has the name of a reference", ErrInvalidDispatch, k)
+		}
+		if s, ok := v.(events.Secret); ok {
+			sealed, err := c.keys.Seal(s.Reveal(), seal.AAD(p.id, k))
+			if err != nil {
+				return nil, err
+			}
+			if p.secrets == nil {
+				p.secrets = map[string]string{}
+			}
+			p.secrets[k] = sealed
+			continue
+		}
+		plain[k] = v
+	}
+	raw, err := json.Marshal(plain)
+	if err != nil {
+		return nil, fmt.Errorf("%w: variables: %v", ErrInvalidDispatch, err)
+	}
+	if p.vars, err = canonicalVars(raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidDispatch, err)
+	}
+	return p, nil
+}
+
+// Dispatch enqueues event eventID about refs with vars (values of type events.Secret are sealed
+// here, before they reach Redis) and returns the new dispatch id. It needs Redis only: Postgres
+// learns of the dispatch when a worker picks the task up. With an idempotency key, a repeat is
+// recorded as a duplicate of the first dispatch, and a conflicting one as rejected.
+func (c *Client) Dispatch(ctx context.Context, eventID string, refs []events.Ref, vars map[string]any, opts ...Option) (string, error) {
+	if c.client == nil {
+		return "", errors.New("herald client: Dispatch needs Redis (ClientConfig.Redis)")
+	}
+	p, err := c.prepare(eventID, refs, vars, opts)
+	if err != nil {
+		return "", err
+	}
+	payload, err := json.Marshal(DispatchPayload{V: 1, DispatchID: p.id, EventID: eventID, Refs: refs, Vars: p.vars,
+		Secrets: p.secrets, IdempotencyKey: p.opts.key, Actor: p.opts.actor, AcceptedAt: p.now})
+	if err != nil {
+		return "", err
+	}
+	t := asynq.NewTask(TypeDispatch, payload, asynq.TaskID(DispatchTaskID(p.id, 0)), asynq.Queue(c.cfg.Queue),
+		asynq.MaxRetry(c.cfg.AsynqRetries), asynq.Timeout(c.cfg.TaskTimeout))
+	if _, err := c.client.EnqueueContext(ctx, t); err != nil {
+		return "", fmt.Errorf("dispatch %s: enqueue: %w", eventID, err)
+	}
+	return p.id, nil
+}
+
+// TxResult is DispatchTx's answer.
+type TxResult struct {
+	ID        string // the dispatch id (the first dispatch's, for a duplicate)
+	Duplicate bool   // the idempotency key had been used with the same arguments
+}
+
+// DispatchTx records the dispatch inside the caller's transaction: it exists if and only if the
+// transaction commits, and a worker's promoter enqueues it after the commit. Idempotency is
+// answered at once: a duplicate returns the first dispatch, a conflict ErrIdempotencyConflict.
+func (c *Client) DispatchTx(ctx context.Context, tx pgx.Tx, eventID string, refs []events.Ref, vars map[string]any, opts ...Option) (TxResult, error) {
+	p, err := c.prepare(eventID, refs, vars, opts)
+	if err != nil {
+		return TxResult{}, err
+	}
+	fp, err := Fingerprint(eventID, refs, p.vars)
+	if err != nil {
+		return TxResult{}, err
+	}
+	res, err := receipts.New(tx).InsertDispatch(ctx, receipts.NewDispatch{ID: p.id, EventID: eventID, Refs: refs, Vars: p.vars,
+		Sealed: p.secrets, Actor: p.opts.actor, IdempotencyKey: p.opts.key, Fingerprint: fp}, c.cfg.IdempotencyWindow)
+	if err != nil {
+		return TxResult{}, err
+	}
+	switch res.Outcome {
+	case receipts.Duplicate:
+		return TxResult{ID: res.Of, Duplicate: true}, nil
+	case receipts.Conflict:
+		return TxResult{}, fmt.Errorf("dispatch %s with key %q (first used by %s): %w", eventID, p.opts.key, res.Of, ErrIdempotencyConflict)
+	}
+	return TxResult{ID: p.id}, nil
+}

@@ -1,0 +1,147 @@
+package tasks
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+
+	"github.com/heraldhq/herald/channels"
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/templates"
+)
+
+// Config configures a Worker. Zero durations and counts take the documented defaults.
+type Config struct {
+	// Redis is the asynq connection. Required.
+	Redis asynq.RedisConnOpt
+	// DB is the PostgreSQL pool holding the herald schema. Required.
+	DB *pgxpool.Pool
+	// Registry holds the event types and loaders. Required.
+	Registry *events.Registry
+	// Renderer renders templates. Defaults to templates.New(Registry).
+	Renderer *templates.Renderer
+	// Senders deliver, by transport name ("email", …).
+	Senders map[string]channels.Sender
+	// SecretKeys is HERALD_SECRET_KEYS: "kid:base64key,…". Required.
+	SecretKeys string
+	// Logger receives the worker's logs. Defaults to a disabled logger.
+	Logger *zerolog.Logger
+	// MailFrom is the default sender of email. Required when an "email" sender is configured.
+	MailFrom events.Address
+	// MessageIDDomain is the right-hand side of Message-IDs. Defaults to MailFrom's domain.
+	MessageIDDomain string
+
+	// Queue is the asynq queue for both task types. Defaults to "herald".
+	Queue string
+	// Concurrency is how many tasks run at once. Defaults to 10.
+	Concurrency int
+	// Lease is how long a claim holds a dispatch or receipt. Defaults to 2m; must exceed SendTimeout.
+	Lease time.Duration
+	// TaskTimeout bounds one task run. Defaults to 60s; must be below Lease.
+	TaskTimeout time.Duration
+	// SendTimeout bounds one transport send. Defaults to 30s.
+	SendTimeout time.Duration
+	// ShutdownTimeout is how long shutdown waits for running tasks. Defaults to 40s; must exceed SendTimeout.
+	ShutdownTimeout time.Duration
+	// TaskCheckInterval is how often idle workers poll for tasks. Defaults to 100ms.
+	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often scheduled tasks are moved to pending. Defaults to 1s.
+	DelayedTaskCheckInterval time.Duration
+	// PromoterInterval is the promoter's tick. Defaults to 1s.
+	PromoterInterval time.Duration
+	// Horizon: work due within it is handed to asynq as a scheduled task; later work waits in
+	// Postgres for the promoter. Defaults to 60s.
+	Horizon time.Duration
+	// RequeueAfter is how long the promoter waits before enqueueing again work it already
+	// enqueued that has not run (a task Redis lost). Defaults to 30s.
+	RequeueAfter time.Duration
+	// SweepInterval is how often secrets are scrubbed and idempotency keys released. Defaults to 1m.
+	SweepInterval time.Duration
+	// BackoffMin and BackoffMax bound retry delays. Default 5s and 10m.
+	BackoffMin, BackoffMax time.Duration
+	// MaxAttempts is the default number of delivery (and fan-out) attempts. Defaults to 10.
+	MaxAttempts int
+	// UnknownEventFor is how long a dispatch of an unregistered event is retried (rolling
+	// deploys) before it fails. Defaults to 10m.
+	UnknownEventFor time.Duration
+	// MissingRowRetries is how many times a fan-out retries a reference whose row is missing
+	// (commit-visibility races). Defaults to 3.
+	MissingRowRetries int
+	// MissingRowDelay is the wait between those retries. Defaults to 2s.
+	MissingRowDelay time.Duration
+	// IdempotencyWindow is how long an idempotency key holds. Defaults to 24h.
+	IdempotencyWindow time.Duration
+	// SecretRetention is how long sealed secrets are kept at most. Defaults to 7 days.
+	SecretRetention time.Duration
+	// DisableInline turns off delivering a fan-out's single immediate delivery in the same task.
+	DisableInline bool
+	// AsynqRetries is how often asynq re-runs a task whose handler could not reach Postgres.
+	// Defaults to 8.
+	AsynqRetries int
+}
+
+func (c Config) withDefaults() Config {
+	c.Queue = cmp.Or(c.Queue, "herald")
+	c.Concurrency = cmp.Or(c.Concurrency, 10)
+	c.Lease = cmp.Or(c.Lease, 2*time.Minute)
+	c.TaskTimeout = cmp.Or(c.TaskTimeout, 60*time.Second)
+	c.SendTimeout = cmp.Or(c.SendTimeout, 30*time.Second)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 40*time.Second)
+	c.TaskCheckInterval = cmp.Or(c.TaskCheckInterval, 100*time.Millisecond)
+	c.DelayedTaskCheckInterval = cmp.Or(c.DelayedTaskCheckInterval, time.Second)
+	c.PromoterInterval = cmp.Or(c.PromoterInterval, time.Second)
+	c.Horizon = cmp.Or(c.Horizon, 60*time.Second)
+	c.RequeueAfter = cmp.Or(c.RequeueAfter, 30*time.Second)
+	c.SweepInterval = cmp.Or(c.SweepInterval, time.Minute)
+	c.BackoffMin = cmp.Or(c.BackoffMin, 5*time.Second)
+	c.BackoffMax = cmp.Or(c.BackoffMax, 10*time.Minute)
+	c.MaxAttempts = cmp.Or(c.MaxAttempts, 10)
+	c.UnknownEventFor = cmp.Or(c.UnknownEventFor, 10*time.Minute)
+	c.MissingRowRetries = cmp.Or(c.MissingRowRetries, 3)
+	c.MissingRowDelay = cmp.Or(c.MissingRowDelay, 2*time.Second)
+	c.IdempotencyWindow = cmp.Or(c.IdempotencyWindow, 24*time.Hour)
+	c.SecretRetention = cmp.Or(c.SecretRetention, 7*24*time.Hour)
+	c.AsynqRetries = cmp.Or(c.AsynqRetries, 8)
+	if c.Logger == nil {
+		l := zerolog.Nop()
+		c.Logger = &l
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.Redis == nil {
+		errs = append(errs, errors.New("no Redis connection (HERALD_REDIS_URL)"))
+	}
+	if c.DB == nil {
+		errs = append(errs, errors.New("no PostgreSQL pool (HERALD_DATABASE_URL)"))
+	}
+	if c.Registry == nil {
+		errs = append(errs, errors.New("no event registry"))
+	}
+	if c.SecretKeys == "" {
+		errs = append(errs, errors.New("no secret keys (HERALD_SECRET_KEYS)"))
+	}
+	if _, ok := c.Senders[events.TransportEmail]; ok && c.MailFrom.Address == "" {
+		errs = append(errs, errors.New("email is configured but no sender address (HERALD_MAIL_FROM)"))
+	}
+	if c.Lease <= c.SendTimeout {
+		errs = append(errs, fmt.Errorf("lease %v must exceed the send timeout %v", c.Lease, c.SendTimeout))
+	}
+	if c.TaskTimeout >= c.Lease {
+		errs = append(errs, fmt.Errorf("task timeout %v must be below the lease %v", c.TaskTimeout, c.Lease))
+	}
+	if c.ShutdownTimeout <= c.SendTimeout {
+		errs = append(errs, fmt.Errorf("shutdown timeout %v must exceed the send timeout %v", c.ShutdownTimeout, c.SendTimeout))
+	}
+	if c.BackoffMax < c.BackoffMin {
+		errs = append(errs, fmt.Errorf("backoff max %v is below backoff min %v", c.BackoffMax, c.BackoffMin))
+	}
+	return errors.Join(errs...)
+}

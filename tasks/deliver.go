@@ -1,0 +1,197 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/heraldhq/herald/channels"
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/templates"
+)
+
+// HandleDeliver is the herald:deliver handler: claim the receipt, render, send, record.
+func (w *Worker) HandleDeliver(ctx context.Context, t *asynq.Task) error {
+	p, err := DecodeDeliver(t.Payload())
+	if err != nil {
+		return w.reject(ctx, t, err.Error())
+	}
+	return w.deliver(ctx, p.ReceiptID)
+}
+
+// deliver runs one delivery attempt through the claim and the fenced final update. It is
+// shared by the deliver task and the fan-out's inline delivery.
+func (w *Worker) deliver(ctx context.Context, id string) error {
+	c, out, err := w.store.ClaimReceipt(ctx, id, w.cfg.Lease)
+	if err != nil {
+		return err
+	}
+	switch out {
+	case receipts.ClaimMissing:
+		return w.rejectID(ctx, TypeDeliver, DeliverTaskID(id, 0), "receipt "+id+" does not exist")
+	case receipts.ClaimNotDue:
+		r, err := w.store.GetReceipt(ctx, id)
+		if err != nil {
+			return err
+		}
+		return &notDueError{due: r.DueAt}
+	case receipts.ClaimBusy:
+		return nil
+	}
+	r := c.Receipt
+	log := w.log.With().Str("receipt_id", r.ID).Str("dispatch_id", r.DispatchID).Str("event_id", r.EventID).
+		Str("channel", r.ChannelKey).Int("attempt", r.Attempt).Logger()
+	if c.InDoubt {
+		log.Warn().Msg("reclaimed a delivery whose earlier attempt may have sent (in doubt); sending again with the same Message-ID")
+	}
+
+	o, red := w.attempt(ctx, r)
+	o.LastError = red.apply(o.LastError)
+	o.Subject = red.apply(o.Subject)
+	err = w.record(ctx, func(ctx context.Context) error { return w.store.FinishReceipt(ctx, r.ID, r.Attempt, o) })
+	if errors.Is(err, receipts.ErrTransition) {
+		log.Warn().Str("outcome", string(o.Status)).Msg("lease was taken over before the outcome was recorded")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record outcome %s of receipt %s: %w", o.Status, r.ID, err)
+	}
+	switch o.Status {
+	case receipts.ReceiptSent:
+		log.Info().Str("message_id", o.MessageID).Msg("sent")
+		return nil
+	case receipts.ReceiptRetrying:
+		log.Warn().Str("reason", o.LastError).Time("due_at", o.DueAt).Msg("delivery will be retried")
+		if o.DueAt.Before(time.Now().Add(w.cfg.Horizon)) {
+			_ = w.enqueueReceipts(ctx, []receipts.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}})
+		}
+		return asynq.RevokeTask
+	default:
+		log.Warn().Str("outcome", string(o.Status)).Str("reason", o.LastError).Msg("delivery ended without sending")
+		return asynq.RevokeTask
+	}
+}
+
+// attempt decides and performs one delivery; it writes nothing.
+func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt) (receipts.Outcome, redactor) {
+	if time.Now().After(r.ExpiresAt) {
+		return receipts.Outcome{Status: receipts.ReceiptExpired,
+			LastError: fmt.Sprintf("past the event's max age: due %s, expired %s", r.DueAt.UTC().Format(time.RFC3339), r.ExpiresAt.UTC().Format(time.RFC3339))}, nil
+	}
+	row, err := w.store.GetDispatch(ctx, r.DispatchID)
+	if err != nil {
+		return w.temporary(r, err.Error()), nil
+	}
+	if row.ScrubbedAt != nil {
+		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: "the dispatch's secrets were scrubbed (older than the secret retention)"}, nil
+	}
+	ev, err := w.cfg.Registry.Lookup(row.EventID)
+	if err != nil {
+		return w.temporary(r, fmt.Sprintf("unknown event %q on this worker", row.EventID)), nil
+	}
+	d, red, err := w.buildDispatch(ctx, row)
+	switch {
+	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef):
+		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: err.Error()}, red
+	case err != nil:
+		return w.temporary(r, err.Error()), red
+	}
+	ch := w.channelOf(ctx, ev, d, r)
+	rc := events.Recipient{ID: r.RecipientID, Address: r.Recipient.Address, Name: r.Recipient.Name, Locale: r.Recipient.Locale}
+	if dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); err != nil {
+		return w.temporary(r, "should send: "+err.Error()), red
+	} else if !dec.Send {
+		return receipts.Outcome{Status: receipts.ReceiptSkipped, LastError: cmpOr(dec.Reason, "should_send said no")}, red
+	}
+	msg, err := w.render(ctx, ev, d, ch, rc, r)
+	if err != nil {
+		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: err.Error()}, red
+	}
+	sender := w.cfg.Senders[r.Transport]
+	if sender == nil {
+		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: fmt.Sprintf("no sender configured for transport %q", r.Transport)}, red
+	}
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
+	res, err := sender.Send(sctx, msg)
+	cancel()
+	if err == nil {
+		return receipts.Outcome{Status: receipts.ReceiptSent, Subject: msg.Subject, MessageID: msg.MessageID,
+			ProviderResponse: res.ProviderResponse}, red
+	}
+	reason := red.apply(err.Error())
+	var ce *channels.Error
+	if errors.As(err, &ce) && ce.ConfigAlert {
+		w.log.Error().Str("alert", "transport_configuration").Str("transport", r.Transport).Str("receipt_id", r.ID).
+			Str("reason", reason).Msg("the transport refused our credentials or settings; fix the configuration")
+	}
+	switch channels.ClassOf(err) {
+	case channels.Permanent:
+		return receipts.Outcome{Status: receipts.ReceiptFailed, Subject: msg.Subject, MessageID: msg.MessageID, LastError: reason}, red
+	case channels.RateLimited:
+		if ce != nil && ce.RetryAfter > 0 && r.Attempt < r.MaxAttempts {
+			return receipts.Outcome{Status: receipts.ReceiptRetrying, DueAt: time.Now().Add(ce.RetryAfter), LastError: reason}, red
+		}
+	}
+	o := w.temporary(r, reason)
+	o.Subject, o.MessageID = msg.Subject, msg.MessageID
+	return o, red
+}
+
+func (w *Worker) temporary(r *receipts.Receipt, reason string) receipts.Outcome {
+	if r.Attempt >= r.MaxAttempts {
+		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: fmt.Sprintf("%s (gave up after %d attempts)", reason, r.Attempt)}
+	}
+	return receipts.Outcome{Status: receipts.ReceiptRetrying, DueAt: time.Now().Add(w.backoff.Delay(r.Attempt)), LastError: reason}
+}
+
+// channelOf finds the receipt's channel in the event's current channels, falling back to what
+// the receipt recorded.
+func (w *Worker) channelOf(ctx context.Context, ev events.Event, d *events.Dispatch, r *receipts.Receipt) events.Channel {
+	if chs, err := ev.Channels(ctx, d); err == nil {
+		for _, ch := range chs {
+			if ch.Key == r.ChannelKey {
+				return ch
+			}
+		}
+	}
+	return events.Channel{Key: r.ChannelKey, Transport: r.Transport, Audience: r.Audience}
+}
+
+// errSampleLeak is the sample-leak guard's refusal.
+var errSampleLeak = errors.New("refusing to send: the content carries the sample-data marker (preview data reached the send path)")
+
+func (w *Worker) render(ctx context.Context, ev events.Event, d *events.Dispatch, ch events.Channel, rc events.Recipient, r *receipts.Receipt) (channels.Message, error) {
+	subject, err := events.SubjectOf(ctx, ev, d, ch, rc)
+	if err != nil {
+		return channels.Message{}, fmt.Errorf("subject: %w", err)
+	}
+	assigns, err := templates.Assigns(ctx, ev, d, ch, rc, subject)
+	if err != nil {
+		return channels.Message{}, err
+	}
+	out, err := w.renderer.Render(ev.ID(), ch.Transport, events.VariantOf(ctx, ev, d, ch), subject, assigns)
+	if err != nil {
+		return channels.Message{}, err
+	}
+	from := w.cfg.MailFrom
+	if f, ok := ev.(events.Fromer); ok {
+		if from, err = f.From(ctx, d, ch); err != nil {
+			return channels.Message{}, fmt.Errorf("from: %w", err)
+		}
+	}
+	if events.ContainsSample(subject) || events.ContainsSample(out.Text) || events.ContainsSample(html.UnescapeString(out.HTML)) ||
+		events.ContainsSample(rc.Address) || events.ContainsSample(from.Address) {
+		return channels.Message{}, errSampleLeak
+	}
+	return channels.Message{
+		ReceiptID: r.ID, MessageID: "<" + r.ID + "@" + w.domain + ">",
+		FromName: from.Name, From: from.Address, ToName: rc.Name, To: rc.Address,
+		Subject: subject, HTML: out.HTML, Text: out.Text,
+	}, nil
+}
+

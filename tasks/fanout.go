@@ -1,0 +1,331 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/receipts"
+)
+
+// HandleDispatch is the herald:dispatch handler: record the dispatch on first sight, then fan
+// it out into receipts (DESIGN.md, "fan-out").
+func (w *Worker) HandleDispatch(ctx context.Context, t *asynq.Task) error {
+	p, err := DecodeDispatch(t.Payload())
+	if err != nil {
+		return w.reject(ctx, t, err.Error())
+	}
+	if p.EventID != "" {
+		if err := w.firstSight(ctx, p); err != nil {
+			if errors.Is(err, errSettled) {
+				return asynq.RevokeTask
+			}
+			return err
+		}
+	}
+	return w.fanOut(ctx, p.DispatchID)
+}
+
+var errSettled = errors.New("settled on first sight")
+
+// firstSight inserts the dispatch row from the payload, answering idempotency.
+func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) error {
+	fp, err := Fingerprint(p.EventID, p.Refs, p.Vars)
+	if err != nil {
+		fp = "" // unusable variables: the fan-out fails the dispatch with the reason
+	}
+	vars := p.Vars
+	if cv, err := canonicalVars(p.Vars); err == nil {
+		vars = cv
+	} else {
+		vars = nil
+	}
+	nd := receipts.NewDispatch{ID: p.DispatchID, EventID: p.EventID, Refs: p.Refs, Vars: vars, Sealed: p.Secrets,
+		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt}
+	res, err := w.store.InsertDispatch(ctx, nd, w.cfg.IdempotencyWindow)
+	if err != nil {
+		return err
+	}
+	if res.Outcome == receipts.Duplicate || res.Outcome == receipts.Conflict {
+		if err := w.store.InsertSettled(ctx, nd, res); err != nil {
+			return err
+		}
+		ev := w.log.Info()
+		if res.Outcome == receipts.Conflict {
+			ev = w.log.Warn()
+		}
+		ev.Str("dispatch_id", p.DispatchID).Str("event_id", p.EventID).Str("of", res.Of).
+			Bool("conflict", res.Outcome == receipts.Conflict).Msg("idempotency key already used; nothing sent")
+		return errSettled
+	}
+	return nil
+}
+
+// reject records a task too broken to have a row of its own, then revokes it.
+func (w *Worker) reject(ctx context.Context, t *asynq.Task, reason string) error {
+	id, _ := asynq.GetTaskID(ctx)
+	q, _ := asynq.GetQueueName(ctx)
+	if err := w.store.RecordRejectedTask(ctx, t.Type(), id, q, reason, t.Payload()); err != nil {
+		return err
+	}
+	w.log.Warn().Str("task_type", t.Type()).Str("task_id", id).Str("reason", reason).Msg("task rejected")
+	return asynq.RevokeTask
+}
+
+// fanOut claims the dispatch and turns it into receipts.
+func (w *Worker) fanOut(ctx context.Context, id string) error {
+	row, out, err := w.store.ClaimDispatch(ctx, id, w.cfg.Lease)
+	if err != nil {
+		return err
+	}
+	switch out {
+	case receipts.ClaimMissing:
+		return w.rejectID(ctx, TypeDispatch, DispatchTaskID(id, 0), "dispatch "+id+" does not exist")
+	case receipts.ClaimNotDue:
+		d, err := w.store.GetDispatch(ctx, id)
+		if err != nil {
+			return err
+		}
+		return &notDueError{due: d.DueAt}
+	case receipts.ClaimBusy:
+		return nil
+	}
+	f := &fanout{w: w, row: row}
+	f.run(ctx)
+	if errors.Is(f.err, receipts.ErrTransition) {
+		w.log.Warn().Str("dispatch_id", id).Int("attempt", row.Attempt).Msg("fan-out lease was taken over; leaving the dispatch to its new owner")
+		return nil
+	}
+	return f.err
+}
+
+func (w *Worker) rejectID(ctx context.Context, typ, taskID, reason string) error {
+	if id, ok := asynq.GetTaskID(ctx); ok {
+		taskID = id
+	}
+	q, _ := asynq.GetQueueName(ctx)
+	if err := w.store.RecordRejectedTask(ctx, typ, taskID, q, reason, nil); err != nil {
+		return err
+	}
+	w.log.Warn().Str("task_type", typ).Str("task_id", taskID).Str("reason", reason).Msg("task rejected")
+	return asynq.RevokeTask
+}
+
+type fanout struct {
+	w   *Worker
+	row *receipts.Dispatch
+	red redactor
+	err error // a database error: asynq retries the task
+}
+
+// run executes steps 2–7 of the fan-out; every exit records an outcome.
+func (f *fanout) run(ctx context.Context) {
+	w, row := f.w, f.row
+	ev, err := w.cfg.Registry.Lookup(row.EventID)
+	if err != nil {
+		f.unknown(ctx, fmt.Sprintf("unknown event %q: no worker has it registered", row.EventID))
+		return
+	}
+	d, red, err := w.buildDispatch(ctx, row)
+	f.red = red
+	switch {
+	case errors.Is(err, events.ErrNotFound):
+		if row.Attempt <= w.cfg.MissingRowRetries {
+			f.retry(ctx, time.Now().Add(w.cfg.MissingRowDelay), err.Error())
+		} else {
+			f.fail(ctx, err.Error())
+		}
+		return
+	case errors.Is(err, errNoLoader):
+		f.unknown(ctx, err.Error())
+		return
+	case errors.Is(err, errBadRef):
+		f.fail(ctx, err.Error())
+		return
+	case err != nil:
+		f.temporary(ctx, err.Error())
+		return
+	}
+
+	// Step 4: secrets minted once, sealed and stored before any receipt exists.
+	if sv, ok := ev.(events.SendVariabler); ok && row.Minted == nil {
+		vars, err := sv.SendVariables(ctx, d)
+		if err != nil {
+			f.fail(ctx, "send variables: "+err.Error())
+			return
+		}
+		minted, red, err := w.sealMinted(row.ID, vars)
+		f.red = append(f.red, red...)
+		if err != nil {
+			f.fail(ctx, err.Error())
+			return
+		}
+		if err := w.store.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
+			f.err = err
+			return
+		}
+		for k, v := range vars {
+			d.Vars[k] = v
+		}
+	}
+
+	// Step 5: channels → recipients → policies → receipts.
+	chs, err := ev.Channels(ctx, d)
+	if err != nil {
+		f.temporary(ctx, "channels: "+err.Error())
+		return
+	}
+	if err := events.ValidateChannels(chs); err != nil {
+		f.fail(ctx, err.Error())
+		return
+	}
+	var rs []receipts.NewReceipt
+	for _, ch := range chs {
+		rcs, err := ev.Recipients(ctx, d, ch)
+		if err != nil {
+			f.temporary(ctx, fmt.Sprintf("recipients of channel %q: %v", ch.Key, err))
+			return
+		}
+		due := ch.Time.DueAt(row.AcceptedAt)
+		maxAttempts := ch.Policy.MaxAttempts
+		if maxAttempts <= 0 {
+			maxAttempts = w.cfg.MaxAttempts
+		}
+		for _, rc := range rcs {
+			nr := receipts.NewReceipt{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: row.ID, EventID: row.EventID,
+				ChannelKey: ch.Key, Transport: ch.Transport, Audience: ch.Audience, RecipientID: rc.Key(),
+				Recipient:   receipts.Recipient{Address: rc.Address, Name: rc.Name, Locale: rc.Locale},
+				MaxAttempts: maxAttempts, DueAt: due, ExpiresAt: due.Add(events.MaxAgeOf(ev, ch))}
+			switch dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); {
+			case err != nil:
+				f.temporary(ctx, fmt.Sprintf("should send (channel %q): %v", ch.Key, err))
+				return
+			case rc.Key() == "":
+				nr.RecipientID, nr.Status, nr.LastError = "invalid:"+nr.ID, receipts.ReceiptSkipped, "recipient has neither id nor address"
+			case !dec.Send:
+				nr.Status, nr.LastError = receipts.ReceiptSkipped, cmpOr(dec.Reason, "should_send said no")
+			case w.cfg.Senders[ch.Transport] == nil:
+				nr.Status, nr.LastError = receipts.ReceiptSkipped, fmt.Sprintf("no sender configured for transport %q", ch.Transport)
+			}
+			rs = append(rs, nr)
+		}
+	}
+	if err := w.store.InsertReceipts(ctx, rs); err != nil {
+		f.err = err
+		return
+	}
+
+	// Step 7 before 6: once fanned_out, the promoter owns any receipt whose task is lost.
+	if err := w.finishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFannedOut, time.Time{}, ""); err != nil {
+		f.err = err
+		return
+	}
+	w.log.Debug().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("receipts", len(rs)).Msg("fanned out")
+
+	// Step 6: deliver inline, enqueue within the horizon, or leave to the promoter.
+	open, err := w.store.OpenReceipts(ctx, row.ID)
+	if err != nil {
+		f.err = err
+		return
+	}
+	if len(open) == 1 && !w.cfg.DisableInline && !open[0].DueAt.After(time.Now()) {
+		f.err = w.deliver(ctx, open[0].ID)
+		return
+	}
+	f.err = w.enqueueReceipts(ctx, open)
+}
+
+func (w *Worker) enqueueReceipts(ctx context.Context, open []receipts.DueTask) error {
+	horizon := time.Now().Add(w.cfg.Horizon)
+	var ids []string
+	for _, r := range open {
+		if r.DueAt.After(horizon) {
+			continue
+		}
+		p, _ := json.Marshal(DeliverPayload{V: 1, ReceiptID: r.ID, Attempt: r.Attempt})
+		if err := w.enqueue(ctx, TypeDeliver, DeliverTaskID(r.ID, r.Attempt), p, r.DueAt); err != nil {
+			w.log.Warn().Err(err).Str("receipt_id", r.ID).Msg("enqueue failed; the promoter will retry")
+			continue
+		}
+		ids = append(ids, r.ID)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return w.store.MarkReceiptsEnqueued(ctx, ids)
+}
+
+// unknown retries for UnknownEventFor after acceptance (rolling deploys), then fails.
+func (f *fanout) unknown(ctx context.Context, reason string) {
+	if time.Since(f.row.AcceptedAt) < f.w.cfg.UnknownEventFor {
+		f.retry(ctx, time.Now().Add(f.w.backoff.Delay(f.row.Attempt)), reason)
+		return
+	}
+	f.fail(ctx, fmt.Sprintf("%s (gave up after %v)", reason, f.w.cfg.UnknownEventFor))
+}
+
+// temporary retries with backoff until MaxAttempts.
+func (f *fanout) temporary(ctx context.Context, reason string) {
+	if f.row.Attempt >= f.w.cfg.MaxAttempts {
+		f.fail(ctx, fmt.Sprintf("%s (gave up after %d attempts)", reason, f.row.Attempt))
+		return
+	}
+	f.retry(ctx, time.Now().Add(f.w.backoff.Delay(f.row.Attempt)), reason)
+}
+
+func (f *fanout) retry(ctx context.Context, due time.Time, reason string) {
+	w, row := f.w, f.row
+	reason = f.red.apply(reason)
+	if err := w.finishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchRetrying, due, reason); err != nil {
+		f.err = err
+		return
+	}
+	w.log.Warn().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("attempt", row.Attempt).
+		Time("due_at", due).Str("reason", reason).Msg("fan-out will be retried")
+	if due.Before(time.Now().Add(w.cfg.Horizon)) {
+		p, _ := json.Marshal(DispatchPayload{V: 1, DispatchID: row.ID})
+		if err := w.enqueue(ctx, TypeDispatch, DispatchTaskID(row.ID, row.Attempt), p, due); err == nil {
+			_ = w.store.MarkDispatchesEnqueued(ctx, []string{row.ID})
+		}
+	}
+}
+
+func (f *fanout) fail(ctx context.Context, reason string) {
+	w, row := f.w, f.row
+	reason = f.red.apply(reason)
+	if err := w.finishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFailed, time.Time{}, reason); err != nil {
+		f.err = err
+		return
+	}
+	w.log.Warn().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Str("reason", reason).Msg("dispatch failed")
+}
+
+// finishDispatch records a fan-out outcome; it runs even if ctx was canceled (the work is done).
+func (w *Worker) finishDispatch(ctx context.Context, id string, attempt int, to receipts.Status, due time.Time, reason string) error {
+	return w.record(ctx, func(ctx context.Context) error {
+		return w.store.FinishDispatch(ctx, id, attempt, to, due, reason)
+	})
+}
+
+// record runs a final update under context.WithoutCancel with its own short deadline, retrying
+// in-process: a lost final update would mean a reclaim and a duplicate.
+func (w *Worker) record(ctx context.Context, update func(context.Context) error) error {
+	base := context.WithoutCancel(ctx)
+	var err error
+	for try := range 5 {
+		uctx, cancel := context.WithTimeout(base, 5*time.Second)
+		err = update(uctx)
+		cancel()
+		if err == nil || errors.Is(err, receipts.ErrTransition) {
+			return err
+		}
+		time.Sleep(time.Duration(100*(1<<try)) * time.Millisecond)
+	}
+	return err
+}

@@ -1,0 +1,146 @@
+package tasks
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/heraldhq/herald/events"
+)
+
+// Stable task type names, independent of Go type names.
+const (
+	TypeDispatch = "herald:dispatch"
+	TypeDeliver  = "herald:deliver"
+)
+
+// DispatchPayload is the herald:dispatch task. On first sight it carries everything needed to
+// create the dispatch row; tasks enqueued later (retries, the promoter) carry the id alone.
+// Secrets are sealed; nothing in it is a secret in clear.
+type DispatchPayload struct {
+	V              int               `json:"v"`
+	DispatchID     string            `json:"dispatch_id"`
+	EventID        string            `json:"event_id,omitempty"`
+	Refs           []events.Ref      `json:"refs,omitempty"`
+	Vars           json.RawMessage   `json:"vars,omitempty"`
+	Secrets        map[string]string `json:"secrets,omitempty"` // sealed
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	Actor          string            `json:"actor,omitempty"`
+	AcceptedAt     time.Time         `json:"accepted_at,omitzero"`
+}
+
+// DeliverPayload is the herald:deliver task.
+type DeliverPayload struct {
+	V         int    `json:"v"`
+	ReceiptID string `json:"receipt_id"`
+	Attempt   int    `json:"attempt"`
+}
+
+// ErrMalformedPayload is wrapped by payload decoding errors.
+var ErrMalformedPayload = errors.New("malformed payload")
+
+// DecodeDispatch decodes and checks a herald:dispatch payload.
+func DecodeDispatch(b []byte) (DispatchPayload, error) {
+	var p DispatchPayload
+	if err := strictDecode(b, &p); err != nil {
+		return p, err
+	}
+	if err := uuid.Validate(p.DispatchID); err != nil {
+		return p, fmt.Errorf("%w: dispatch_id %q is not a UUID", ErrMalformedPayload, clip(p.DispatchID))
+	}
+	if len(p.Vars) > 0 && !json.Valid(p.Vars) {
+		return p, fmt.Errorf("%w: vars are not JSON", ErrMalformedPayload)
+	}
+	return p, nil
+}
+
+// DecodeDeliver decodes and checks a herald:deliver payload.
+func DecodeDeliver(b []byte) (DeliverPayload, error) {
+	var p DeliverPayload
+	if err := strictDecode(b, &p); err != nil {
+		return p, err
+	}
+	if err := uuid.Validate(p.ReceiptID); err != nil {
+		return p, fmt.Errorf("%w: receipt_id %q is not a UUID", ErrMalformedPayload, clip(p.ReceiptID))
+	}
+	return p, nil
+}
+
+func strictDecode(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformedPayload, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data", ErrMalformedPayload)
+	}
+	return nil
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// DispatchTaskID is the deterministic id of a dispatch task for the given attempt count.
+func DispatchTaskID(id string, attempt int) string { return fmt.Sprintf("dispatch:%s:%d", id, attempt) }
+
+// DeliverTaskID is the deterministic id of a deliver task for the given attempt count.
+func DeliverTaskID(id string, attempt int) string { return fmt.Sprintf("deliver:%s:%d", id, attempt) }
+
+// roundUp rounds t up to the next whole second: asynq truncates ProcessAt to seconds, which
+// would run a delayed task up to a second early.
+func roundUp(t time.Time) time.Time {
+	if r := t.Truncate(time.Second); !r.Equal(t) {
+		return r.Add(time.Second)
+	}
+	return t
+}
+
+// canonicalVars re-encodes vars as canonical JSON: sorted keys, numbers kept exactly as given.
+func canonicalVars(raw json.RawMessage) (json.RawMessage, error) {
+	if len(raw) == 0 {
+		return json.RawMessage("{}"), nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		return nil, fmt.Errorf("variables must be a JSON object: %w", err)
+	}
+	if v == nil {
+		v = map[string]any{}
+	}
+	return json.Marshal(v)
+}
+
+// Fingerprint identifies a dispatch's arguments for idempotency: the event, the references and
+// the non-secret variables, as canonical JSON.
+func Fingerprint(eventID string, refs []events.Ref, vars json.RawMessage) (string, error) {
+	cv, err := canonicalVars(vars)
+	if err != nil {
+		return "", err
+	}
+	if refs == nil {
+		refs = []events.Ref{}
+	}
+	b, err := json.Marshal(struct {
+		E string          `json:"e"`
+		R []events.Ref    `json:"r"`
+		V json.RawMessage `json:"v"`
+	}{eventID, refs, cv})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}

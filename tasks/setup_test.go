@@ -1,0 +1,277 @@
+package tasks_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"io/fs"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/heraldhq/herald/channels"
+	"github.com/heraldhq/herald/channels/email"
+	"github.com/heraldhq/herald/channels/email/emailtest"
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/examples"
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/tasks"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var resetKey = bytes.Repeat([]byte("k"), 32)
+
+const secretKeys = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+// bundle is one test's Herald: its own database, queue, SMTP server, worker and client.
+type bundle struct {
+	t        *testing.T
+	pool     *pgxpool.Pool
+	store    *receipts.Store
+	queue    string
+	redis    asynq.RedisClientOpt
+	smtp     *emailtest.Server
+	reg      *events.Registry
+	cfg      tasks.Config
+	worker   *tasks.Worker
+	client   *tasks.Client
+	logs     *syncBuffer
+	tokens   *examples.Tokens
+	started  bool
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type option func(*bundle)
+
+func withConfig(f func(*tasks.Config)) option { return func(b *bundle) { f(&b.cfg) } }
+func withRedisDB(db int) option                { return func(b *bundle) { b.redis.DB = db } }
+func withEvents(evs ...events.Event) option {
+	return func(b *bundle) {
+		if err := b.reg.Register(evs...); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+}
+
+func setup(t *testing.T, opts ...option) *bundle {
+	t.Helper()
+	ctx := t.Context()
+	b := &bundle{t: t, pool: testenv.DB(t), queue: testenv.Queue(t), redis: testenv.RedisOpt(t), smtp: emailtest.Start(t),
+		reg: events.NewRegistry(), logs: &syncBuffer{}, tokens: &examples.Tokens{Key: resetKey}}
+	b.store = receipts.New(b.pool)
+	if err := examples.Migrate(ctx, b.pool); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []examples.User{{ID: "42", Email: "ada@example.net", Name: "Ada"}, {ID: "43", Email: "bob@example.net", Name: "Bob"}} {
+		if err := examples.SeedUser(ctx, b.pool, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.reg.Register(examples.PasswordReset{Tokens: b.tokens, BaseURL: "https://app.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.reg.RegisterLoader("users", examples.UsersLoader{DB: b.pool}); err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(b.logs)
+	b.cfg = tasks.Config{
+		DB: b.pool, Registry: b.reg, SecretKeys: secretKeys, Logger: &log,
+		MailFrom: events.Address{Name: "Herald Test", Address: "noreply@herald.test"},
+		Queue: b.queue, Concurrency: 4,
+		Lease: 20 * time.Second, TaskTimeout: 15 * time.Second, SendTimeout: 5 * time.Second, ShutdownTimeout: 8 * time.Second,
+		PromoterInterval: 100 * time.Millisecond, RequeueAfter: 2 * time.Second, SweepInterval: 500 * time.Millisecond,
+		BackoffMin: 200 * time.Millisecond, BackoffMax: time.Second, MissingRowDelay: 200 * time.Millisecond,
+		UnknownEventFor: 2 * time.Second,
+	}
+	for _, o := range opts {
+		o(b)
+	}
+	b.cfg.Redis = b.redis
+	if b.cfg.Senders == nil {
+		s, err := email.New(email.Config{URL: b.smtp.URL(), PoolSize: 2, SendTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		b.cfg.Senders = map[string]channels.Sender{events.TransportEmail: s}
+	}
+	w, err := tasks.NewWorker(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.worker = w
+	t.Cleanup(func() { _ = w.Close() })
+	c, err := tasks.NewClient(tasks.ClientConfig{Redis: b.redis, SecretKeys: secretKeys, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.client = c
+	t.Cleanup(func() { _ = c.Close() })
+	return b
+}
+
+// start runs the worker (asynq server and promoter) until the end of the test.
+func (b *bundle) start() *bundle {
+	b.t.Helper()
+	if err := b.worker.Start(b.t.Context()); err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(b.worker.Shutdown)
+	return b
+}
+
+func user(id string) []events.Ref { return []events.Ref{{Name: "user", Resource: "users", ID: id}} }
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func (b *bundle) dispatchStatus(id string) receipts.Status {
+	st, _ := b.store.Status(context.Background(), receipts.KindDispatch, id)
+	return st
+}
+
+func (b *bundle) waitDispatch(id string, want receipts.Status, timeout time.Duration) *receipts.Dispatch {
+	b.t.Helper()
+	waitFor(b.t, timeout, "dispatch "+id+" to be "+string(want), func() bool { return b.dispatchStatus(id) == want })
+	d, err := b.store.GetDispatch(context.Background(), id)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return d
+}
+
+func (b *bundle) receipts(dispatchID string) []*receipts.Receipt {
+	b.t.Helper()
+	rs, err := b.store.ListReceipts(context.Background(), dispatchID)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return rs
+}
+
+func (b *bundle) waitReceipt(dispatchID string, want receipts.Status, timeout time.Duration) *receipts.Receipt {
+	b.t.Helper()
+	var got *receipts.Receipt
+	waitFor(b.t, timeout, "a receipt of "+dispatchID+" to be "+string(want), func() bool {
+		for _, r := range b.receipts(dispatchID) {
+			if r.Status == want {
+				got = r
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+// redisContains reports the Redis keys whose name or value contains s.
+func redisContains(t *testing.T, opt asynq.RedisClientOpt, s string) []string {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Password: opt.Password, Username: opt.Username})
+	defer rc.Close()
+	ctx := context.Background()
+	var hits []string
+	iter := rc.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		k := iter.Val()
+		if strings.Contains(k, s) {
+			hits = append(hits, k)
+			continue
+		}
+		var vals []string
+		switch rc.Type(ctx, k).Val() {
+		case "string":
+			vals = []string{rc.Get(ctx, k).Val()}
+		case "hash":
+			for f, v := range rc.HGetAll(ctx, k).Val() {
+				vals = append(vals, f, v)
+			}
+		case "list":
+			vals = rc.LRange(ctx, k, 0, -1).Val()
+		case "set":
+			vals = rc.SMembers(ctx, k).Val()
+		case "zset":
+			vals = rc.ZRange(ctx, k, 0, -1).Val()
+		}
+		for _, v := range vals {
+			if strings.Contains(v, s) || strings.Contains(v, base64.StdEncoding.EncodeToString([]byte(s))) {
+				hits = append(hits, k)
+				break
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return hits
+}
+
+// testEvent is a configurable event for the engine's tests.
+type testEvent struct {
+	id       string
+	channels []events.Channel
+	mint     func(*events.Dispatch) (map[string]any, error)
+}
+
+func (e testEvent) ID() string { return e.id }
+func (e testEvent) Channels(context.Context, *events.Dispatch) ([]events.Channel, error) {
+	return e.channels, nil
+}
+func (testEvent) Recipients(_ context.Context, d *events.Dispatch, _ events.Channel) ([]events.Recipient, error) {
+	u := d.Data["user"].(examples.User)
+	return []events.Recipient{{ID: u.ID, Address: u.Email, Name: u.Name}}, nil
+}
+func (e testEvent) SendVariables(_ context.Context, d *events.Dispatch) (map[string]any, error) {
+	if e.mint == nil {
+		return nil, nil
+	}
+	return e.mint(d)
+}
+func (testEvent) Templates() fs.FS {
+	return fstest.MapFS{
+		"email.html.tmpl": {Data: []byte(`<p>Hello {{.user.Name}} from {{.event_id}} {{.note}}</p>`)},
+		"email.text.tmpl": {Data: []byte(`Hello {{.user.Name}} from {{.event_id}} {{.note}}`)},
+	}
+}
+
+func redisClient(opt asynq.RedisClientOpt) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Password: opt.Password, Username: opt.Username})
+}
+
+func newEmailSender(url string) (*email.Sender, error) {
+	return email.New(email.Config{URL: url, PoolSize: 1, SendTimeout: 5 * time.Second})
+}

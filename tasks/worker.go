@@ -1,0 +1,221 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
+
+	"github.com/heraldhq/herald/internal/seal"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/templates"
+)
+
+// Worker runs Herald's handlers and promoter on one asynq server.
+type Worker struct {
+	cfg      Config
+	log      zerolog.Logger
+	store    *receipts.Store
+	keys     *seal.Keyring
+	renderer *templates.Renderer
+	client   *asynq.Client
+	insp     *asynq.Inspector
+	backoff  Backoff
+	domain   string
+
+	mu     sync.Mutex
+	server *asynq.Server
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+// NewWorker validates cfg and builds a worker. It starts nothing.
+func NewWorker(cfg Config) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
+	}
+	keys, err := seal.ParseKeys(cfg.SecretKeys)
+	if err != nil {
+		return nil, fmt.Errorf("worker config: %w", err)
+	}
+	r := cfg.Renderer
+	if r == nil {
+		if r, err = templates.New(cfg.Registry); err != nil {
+			return nil, fmt.Errorf("worker config: %w", err)
+		}
+	}
+	domain := cfg.MessageIDDomain
+	if domain == "" && cfg.MailFrom.Address != "" {
+		a, err := mail.ParseAddress(cfg.MailFrom.Address)
+		if err != nil {
+			return nil, fmt.Errorf("worker config: mail from %q: %w", cfg.MailFrom.Address, err)
+		}
+		_, domain, _ = strings.Cut(a.Address, "@")
+	}
+	domain = strings.TrimSpace(cmpOr(domain, "herald.invalid"))
+	return &Worker{
+		cfg:      cfg,
+		log:      *cfg.Logger,
+		store:    receipts.New(cfg.DB),
+		keys:     keys,
+		renderer: r,
+		client:   asynq.NewClient(cfg.Redis),
+		insp:     asynq.NewInspector(cfg.Redis),
+		backoff:  Backoff{Min: cfg.BackoffMin, Max: cfg.BackoffMax},
+		domain:   domain,
+	}, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Handler returns the mux serving herald:dispatch and herald:deliver, for tests and for
+// applications running their own asynq server.
+func (w *Worker) Handler() asynq.Handler {
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(TypeDispatch, w.HandleDispatch)
+	mux.HandleFunc(TypeDeliver, w.HandleDeliver)
+	return mux
+}
+
+// Start starts the asynq server and the promoter. Stop them with Shutdown.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.server != nil {
+		return errors.New("worker already started")
+	}
+	srv := asynq.NewServer(w.cfg.Redis, asynq.Config{
+		Concurrency:              w.cfg.Concurrency,
+		Queues:                   map[string]int{w.cfg.Queue: 1},
+		TaskCheckInterval:        w.cfg.TaskCheckInterval,
+		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
+		ShutdownTimeout:          w.cfg.ShutdownTimeout,
+		RetryDelayFunc:           w.retryDelay,
+		IsFailure:                func(err error) bool { return !errors.As(err, new(*notDueError)) },
+		ErrorHandler:             asynq.ErrorHandlerFunc(w.logTaskError),
+		Logger:                   asynqLogger{w.log.With().Str("component", "asynq").Logger()},
+		LogLevel:                 asynq.WarnLevel,
+		BaseContext:              func() context.Context { return w.log.WithContext(context.Background()) },
+	})
+	if err := srv.Start(w.Handler()); err != nil {
+		return fmt.Errorf("start asynq server: %w", err)
+	}
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w.server, w.stop, w.done = srv, cancel, make(chan struct{})
+	go func() {
+		defer close(w.done)
+		w.RunPromoter(pctx)
+	}()
+	return nil
+}
+
+// Shutdown stops fetching tasks, waits up to ShutdownTimeout for running ones, and stops the
+// promoter.
+func (w *Worker) Shutdown() {
+	w.mu.Lock()
+	srv, stop, done := w.server, w.stop, w.done
+	w.server = nil
+	w.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	stop()
+	<-done
+	srv.Shutdown()
+}
+
+// Close releases the worker's Redis clients. Call it after Shutdown.
+func (w *Worker) Close() error {
+	return errors.Join(w.client.Close(), w.insp.Close())
+}
+
+// Store returns the worker's receipts store.
+func (w *Worker) Store() *receipts.Store { return w.store }
+
+// notDueError asks asynq to run the task again when the row is due (clock skew between the
+// worker and Postgres). It is not counted as a failure.
+type notDueError struct{ due time.Time }
+
+func (e *notDueError) Error() string { return "not due until " + e.due.UTC().Format(time.RFC3339Nano) }
+
+func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	var nd *notDueError
+	if errors.As(err, &nd) {
+		return max(time.Until(nd.due), 0) + 50*time.Millisecond
+	}
+	return w.backoff.Delay(n + 1)
+}
+
+func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
+	if errors.As(err, new(*notDueError)) {
+		return
+	}
+	id, _ := asynq.GetTaskID(ctx)
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	w.log.Error().Err(err).Str("task_type", t.Type()).Str("task_id", id).
+		Int("retried", retried).Int("max_retry", maxRetry).Msg("task failed; asynq will retry it")
+}
+
+// enqueue hands a task to asynq. A task id that already exists is success — unless that task
+// is archived or completed, in which case it is replaced (it will never run again).
+func (w *Worker) enqueue(ctx context.Context, typ, taskID string, payload []byte, due time.Time) error {
+	opts := []asynq.Option{
+		asynq.TaskID(taskID), asynq.Queue(w.cfg.Queue), asynq.MaxRetry(w.cfg.AsynqRetries),
+		asynq.Timeout(w.cfg.TaskTimeout),
+	}
+	if due.After(time.Now()) {
+		opts = append(opts, asynq.ProcessAt(roundUp(due)))
+	}
+	t := asynq.NewTask(typ, payload, opts...)
+	_, err := w.client.EnqueueContext(ctx, t)
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		if err != nil {
+			return fmt.Errorf("enqueue %s: %w", taskID, err)
+		}
+		return nil
+	}
+	info, ierr := w.insp.GetTaskInfo(w.cfg.Queue, taskID)
+	if ierr != nil || (info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted) {
+		return nil // pending, scheduled, retry or active: it will run
+	}
+	if derr := w.insp.DeleteTask(w.cfg.Queue, taskID); derr != nil {
+		return fmt.Errorf("replace dead task %s: %w", taskID, derr)
+	}
+	if _, err := w.client.EnqueueContext(ctx, t); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue %s: %w", taskID, err)
+	}
+	return nil
+}
+
+type asynqLogger struct{ l zerolog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error().Msg(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) { a.l.Fatal().Msg(fmt.Sprint(args...)) }
+
+// redactor hides secret values in text bound for receipts, logs and errors.
+type redactor []string
+
+func (r redactor) apply(s string) string {
+	for _, v := range r {
+		if len(v) >= 4 {
+			s = strings.ReplaceAll(s, v, "[REDACTED]")
+		}
+	}
+	return s
+}
