@@ -35,10 +35,10 @@ var ErrTransition = errors.New("state transition not allowed")
 type ClaimOutcome int
 
 const (
-	Claimed     ClaimOutcome = iota
-	ClaimMissing             // no such row
-	ClaimNotDue              // due_at is in the future
-	ClaimBusy                // another worker holds a live lease, or the row is final
+	Claimed      ClaimOutcome = iota
+	ClaimMissing              // no such row
+	ClaimNotDue               // due_at is in the future
+	ClaimBusy                 // another worker holds a live lease, or the row is final
 )
 
 func (o ClaimOutcome) String() string {

@@ -194,4 +194,3 @@ func (w *Worker) render(ctx context.Context, ev events.Event, d *events.Dispatch
 		Subject: subject, HTML: out.HTML, Text: out.Text,
 	}, nil
 }
-

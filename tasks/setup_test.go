@@ -34,19 +34,19 @@ const secretKeys = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 // bundle is one test's Herald: its own database, queue, SMTP server, worker and client.
 type bundle struct {
-	t        *testing.T
-	pool     *pgxpool.Pool
-	store    *receipts.Store
-	queue    string
-	redis    asynq.RedisClientOpt
-	smtp     *emailtest.Server
-	reg      *events.Registry
-	cfg      tasks.Config
-	worker   *tasks.Worker
-	client   *tasks.Client
-	logs     *syncBuffer
-	tokens   *examples.Tokens
-	started  bool
+	t       *testing.T
+	pool    *pgxpool.Pool
+	store   *receipts.Store
+	queue   string
+	redis   asynq.RedisClientOpt
+	smtp    *emailtest.Server
+	reg     *events.Registry
+	cfg     tasks.Config
+	worker  *tasks.Worker
+	client  *tasks.Client
+	logs    *syncBuffer
+	tokens  *examples.Tokens
+	started bool
 }
 
 type syncBuffer struct {
@@ -69,7 +69,7 @@ func (s *syncBuffer) String() string {
 type option func(*bundle)
 
 func withConfig(f func(*tasks.Config)) option { return func(b *bundle) { f(&b.cfg) } }
-func withRedisDB(db int) option                { return func(b *bundle) { b.redis.DB = db } }
+func withRedisDB(db int) option               { return func(b *bundle) { b.redis.DB = db } }
 func withEvents(evs ...events.Event) option {
 	return func(b *bundle) {
 		if err := b.reg.Register(evs...); err != nil {
@@ -102,7 +102,7 @@ func setup(t *testing.T, opts ...option) *bundle {
 	b.cfg = tasks.Config{
 		DB: b.pool, Registry: b.reg, SecretKeys: secretKeys, Logger: &log,
 		MailFrom: events.Address{Name: "Herald Test", Address: "noreply@herald.test"},
-		Queue: b.queue, Concurrency: 4,
+		Queue:    b.queue, Concurrency: 4,
 		Lease: 20 * time.Second, TaskTimeout: 15 * time.Second, SendTimeout: 5 * time.Second, ShutdownTimeout: 8 * time.Second,
 		PromoterInterval: 100 * time.Millisecond, RequeueAfter: 2 * time.Second, SweepInterval: 500 * time.Millisecond,
 		BackoffMin: 200 * time.Millisecond, BackoffMax: time.Second, MissingRowDelay: 200 * time.Millisecond,
