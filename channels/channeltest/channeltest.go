@@ -101,7 +101,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 }
 
 func message(i int) channels.Message {
-	id := fmt.Sprintf("0000000-conformance-%d", i)
+	id := fmt.Sprintf("00000000-0000-7000-8000-%012d", i) // receipt ids are UUIDs
 	return channels.Message{
 		ReceiptID: id,
 		MessageID: "<" + id + "@herald.test>",

@@ -1,0 +1,190 @@
+package herald_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/channels/email/emailtest"
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/examples"
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/tasks"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const keys = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func baseEnv() map[string]string {
+	return map[string]string{
+		"HERALD_REDIS_URL":    "redis://127.0.0.1:6379/0",
+		"HERALD_DATABASE_URL": "postgres://herald:db-Pa55@127.0.0.1:5432/herald",
+		"HERALD_SMTP_URL":     "smtp://mailer:smtp-Pa55@mail.example.com:587",
+		"HERALD_MAIL_FROM":    "Acme <noreply@acme.example>",
+		"HERALD_SECRET_KEYS":  keys,
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	cfg, err := herald.ConfigFromEnv(envOf(baseEnv()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SendTimeout != 30*time.Second || cfg.Lease != 2*time.Minute || cfg.Concurrency != 10 || cfg.Queue != "herald" ||
+		cfg.Migrate != "auto" || cfg.HTTPAddr != ":8080" || cfg.IdempotencyWindow != 24*time.Hour {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	for _, tc := range []struct {
+		name string
+		set  map[string]string
+		want string
+	}{
+		{"no redis", map[string]string{"HERALD_REDIS_URL": ""}, "HERALD_REDIS_URL is not set"},
+		{"no smtp", map[string]string{"HERALD_SMTP_URL": ""}, "HERALD_SMTP_URL is not set"},
+		{"bad smtp", map[string]string{"HERALD_SMTP_URL": "smtp://u:smtp-Pa55@host?tls=maybe"}, "tls="},
+		{"no keys", map[string]string{"HERALD_SECRET_KEYS": ""}, "HERALD_SECRET_KEYS is not set"},
+		{"bad keys", map[string]string{"HERALD_SECRET_KEYS": "k1:c2hvcnQ="}, "HERALD_SECRET_KEYS"},
+		{"bad from", map[string]string{"HERALD_MAIL_FROM": "not an address"}, "HERALD_MAIL_FROM"},
+		{"bad duration", map[string]string{"HERALD_SEND_TIMEOUT": "soon"}, "HERALD_SEND_TIMEOUT: want a duration"},
+		{"bad number", map[string]string{"HERALD_CONCURRENCY": "many"}, "HERALD_CONCURRENCY: want a whole number"},
+		{"lease below send", map[string]string{"HERALD_LEASE": "10s"}, "HERALD_LEASE"},
+		{"bad migrate", map[string]string{"HERALD_MIGRATE": "maybe"}, "HERALD_MIGRATE"},
+		{"bad redis", map[string]string{"HERALD_REDIS_URL": "http://:redis-Pa55@x"}, "HERALD_REDIS_URL is not a valid"},
+		{"bad db", map[string]string{"HERALD_DATABASE_URL": "postgres://u:db-Pa55@h:notaport/x"}, "HERALD_DATABASE_URL is not a valid"},
+	} {
+		env := baseEnv()
+		for k, v := range tc.set {
+			env[k] = v
+		}
+		_, err := herald.ConfigFromEnv(envOf(env))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+			continue
+		}
+		for _, secret := range []string{"smtp-Pa55", "db-Pa55", "redis-Pa55", "c2hvcnQ", "AAECAwQF"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("%s: error echoes a secret: %v", tc.name, err)
+			}
+		}
+	}
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	dbURL := testenv.DatabaseURL(t)
+	queue := testenv.Queue(t)
+	smtp := emailtest.Start(t)
+
+	pool, err := herald.OpenDB(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := examples.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if err := examples.SeedUser(ctx, pool, examples.User{ID: "42", Email: "ada@example.net", Name: "Ada"}); err != nil {
+		t.Fatal(err)
+	}
+	reg := events.NewRegistry()
+	if err := examples.Register(reg, pool, examples.Options{ResetKey: []byte(strings.Repeat("r", 32)), BaseURL: "https://app.test"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := herald.ConfigFromEnv(envOf(map[string]string{
+		"HERALD_REDIS_URL": testenv.RedisURL(t), "HERALD_DATABASE_URL": dbURL, "HERALD_SMTP_URL": smtp.URL(),
+		"HERALD_MAIL_FROM": "Herald <noreply@herald.test>", "HERALD_SECRET_KEYS": keys, "HERALD_HTTP_ADDR": "127.0.0.1:0",
+		"HERALD_QUEUE": queue, "HERALD_SHUTDOWN_TIMEOUT": "35s",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	cfg.LogOutput = &syncWriter{w: &logs}
+	ready := make(chan string, 1)
+	cfg.Ready = func(addr string) { ready <- addr }
+	done := make(chan error, 1)
+	go func() { done <- herald.Run(ctx, cfg, reg) }()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker did not start")
+	}
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Fatalf("%s: %d %q", path, resp.StatusCode, body)
+		}
+	}
+	client, err := tasks.NewClient(tasks.ClientConfig{Redis: cfgRedis(t, cfg.RedisURL), SecretKeys: keys, Queue: queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	id, err := client.Dispatch(ctx, "accounts.password_reset", []events.Ref{{Name: "user", Resource: "users", ID: "42"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := smtp.WaitFor(t, 1, 10*time.Second)[0]
+	if !strings.Contains(m.Text, "https://app.test/reset-password?token=") {
+		t.Fatalf("text %q", m.Text)
+	}
+	store := receipts.New(pool)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rs, _ := store.ListReceipts(ctx, id)
+		if len(rs) == 1 && rs[0].Status == receipts.ReceiptSent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("receipt not sent: %+v", rs)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("Run did not stop")
+	}
+	if !strings.Contains(logs.String(), "herald worker stopped") {
+		t.Fatalf("logs: %s", logs.String())
+	}
+}
+
+func TestRunRefusesBadSetup(t *testing.T) {
+	t.Parallel()
+	env := baseEnv()
+	env["HERALD_REDIS_URL"] = testenv.RedisURL(t)
+	env["HERALD_DATABASE_URL"] = "postgres://nobody:db-Pa55@127.0.0.1:1/none?connect_timeout=2"
+	cfg, err := herald.ConfigFromEnv(envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.LogOutput = io.Discard
+	err = herald.Run(t.Context(), cfg, events.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), "does not answer") || strings.Contains(err.Error(), "db-Pa55") {
+		t.Fatalf("unreachable database: %v", err)
+	}
+}

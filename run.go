@@ -1,0 +1,257 @@
+package herald
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/mail"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mattn/go-isatty"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+
+	"github.com/heraldhq/herald/channels"
+	"github.com/heraldhq/herald/channels/capture"
+	"github.com/heraldhq/herald/channels/email"
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/tasks"
+	"github.com/heraldhq/herald/templates"
+)
+
+// Run starts a worker — the asynq server with its handlers, the promoter/sweeper, and the HTTP
+// endpoints /healthz and /readyz — and blocks until ctx is canceled, then shuts down gracefully
+// (running deliveries get ShutdownTimeout to finish). A start-up problem (bad setting, server not
+// answering, Redis older than 6.2, template error) is returned at once.
+func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.logger()
+	if reg == nil {
+		return errors.New("herald: no event registry")
+	}
+	renderer, err := templates.New(reg)
+	if err != nil {
+		return fmt.Errorf("herald: %w", err)
+	}
+
+	pool := cfg.DB
+	if pool == nil {
+		if pool, err = OpenDB(ctx, cfg.DatabaseURL); err != nil {
+			return err
+		}
+		defer pool.Close()
+	}
+	if cfg.Migrate != "off" {
+		if err := receipts.Migrate(ctx, pool); err != nil {
+			return fmt.Errorf("herald: apply migrations (or set HERALD_MIGRATE=off and run `worker migrate`): %w", err)
+		}
+	}
+	redisOpt, _ := asynq.ParseRedisURI(cfg.RedisURL)
+	if err := checkRedis(ctx, redisOpt, log); err != nil {
+		return err
+	}
+
+	from, _ := mail.ParseAddress(cfg.MailFrom)
+	senders := map[string]channels.Sender{}
+	if cfg.SMTPURL == "capture://" {
+		senders[events.TransportEmail] = capture.New(receipts.New(pool))
+		log.Warn().Msg("HERALD_SMTP_URL=capture://: mail is stored in the development mailbox, not sent")
+	} else {
+		s, err := email.New(email.Config{URL: cfg.SMTPURL, PoolSize: cfg.Concurrency, SendTimeout: cfg.SendTimeout})
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		senders[events.TransportEmail] = s
+		log.Info().Str("smtp", s.Endpoint().String()).Msg("email transport configured")
+	}
+	for k, s := range cfg.Senders {
+		senders[k] = s
+	}
+
+	w, err := tasks.NewWorker(tasks.Config{
+		Redis: redisOpt, DB: pool, Registry: reg, Renderer: renderer, Senders: senders, SecretKeys: cfg.SecretKeys,
+		Logger: &log, MailFrom: events.Address{Name: from.Name, Address: from.Address}, MessageIDDomain: cfg.MessageIDDomain,
+		Queue: cfg.Queue, Concurrency: cfg.Concurrency, Lease: cfg.Lease, TaskTimeout: cfg.TaskTimeout,
+		SendTimeout: cfg.SendTimeout, ShutdownTimeout: cfg.ShutdownTimeout, TaskCheckInterval: cfg.TaskCheckInterval,
+		PromoterInterval: cfg.PromoterInterval, Horizon: cfg.Horizon, BackoffMin: cfg.BackoffMin, BackoffMax: cfg.BackoffMax,
+		MaxAttempts: cfg.MaxAttempts, UnknownEventFor: cfg.UnknownEventFor, IdempotencyWindow: cfg.IdempotencyWindow,
+		SecretRetention: cfg.SecretRetention,
+	})
+	if err != nil {
+		return fmt.Errorf("herald: %w", err)
+	}
+	defer w.Close()
+
+	var srv *http.Server
+	addr := ""
+	if cfg.HTTPAddr != "off" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("herald: HERALD_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
+		}
+		addr = ln.Addr().String()
+		srv = &http.Server{Handler: healthHandler(pool, redisOpt), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error().Err(err).Msg("http server stopped")
+			}
+		}()
+	}
+	if err := w.Start(ctx); err != nil {
+		if srv != nil {
+			_ = srv.Close()
+		}
+		return fmt.Errorf("herald: %w", err)
+	}
+	ids := make([]string, 0)
+	for _, ev := range reg.Events() {
+		ids = append(ids, ev.ID())
+	}
+	log.Info().Str("queue", cfg.Queue).Int("concurrency", cfg.Concurrency).Str("http", addr).
+		Strs("events", ids).Msg("herald worker started")
+	if cfg.Ready != nil {
+		cfg.Ready(addr)
+	}
+
+	<-ctx.Done()
+	log.Info().Msg("shutting down: waiting for running deliveries")
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	w.Shutdown()
+	log.Info().Msg("herald worker stopped")
+	return nil
+}
+
+// OpenDB opens and pings a PostgreSQL pool. Errors name the host, never the password.
+func OpenDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, errors.New("HERALD_DATABASE_URL is not a valid PostgreSQL URL (postgres://user:pass@host:5432/dbname)")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("PostgreSQL at %s:%d: %w", pc.ConnConfig.Host, pc.ConnConfig.Port, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("PostgreSQL at %s:%d (HERALD_DATABASE_URL) does not answer: %s", pc.ConnConfig.Host, pc.ConnConfig.Port,
+			redactPassword(err.Error(), pc.ConnConfig.Password))
+	}
+	return pool, nil
+}
+
+func redactPassword(s, pw string) string {
+	if len(pw) >= 3 {
+		s = strings.ReplaceAll(s, pw, "xxxxx")
+	}
+	return s
+}
+
+// checkRedis refuses Redis older than 6.2 (asynq's archive script needs it) and warns loudly
+// when eviction could drop queue keys.
+func checkRedis(ctx context.Context, opt asynq.RedisConnOpt, log zerolog.Logger) error {
+	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)
+	if !ok {
+		return nil
+	}
+	defer rc.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := rc.Info(cctx, "server", "memory").Result()
+	if err != nil {
+		return fmt.Errorf("Redis (HERALD_REDIS_URL) does not answer: %w", err)
+	}
+	fields := map[string]string{}
+	for _, line := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			fields[k] = v
+		}
+	}
+	if v := fields["redis_version"]; v != "" && !atLeast(v, 6, 2) {
+		return fmt.Errorf("Redis %s is too old: Herald (asynq) needs Redis 6.2 or newer", v)
+	}
+	if p := fields["maxmemory_policy"]; p != "" && p != "noeviction" {
+		log.Warn().Str("maxmemory_policy", p).Msg("Redis may evict queue keys under memory pressure: set maxmemory-policy noeviction")
+	}
+	return nil
+}
+
+func atLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return true
+	}
+	ma, _ := strconv.Atoi(parts[0])
+	mi, _ := strconv.Atoi(parts[1])
+	return ma > major || ma == major && mi >= minor
+}
+
+func healthHandler(pool *pgxpool.Pool, opt asynq.RedisConnOpt) http.Handler {
+	rc, _ := opt.MakeRedisClient().(redis.UniversalClient)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		var problems []string
+		if err := pool.Ping(ctx); err != nil {
+			problems = append(problems, "postgres: unreachable")
+		}
+		if rc != nil {
+			if err := rc.Ping(ctx).Err(); err != nil {
+				problems = append(problems, "redis: unreachable")
+			}
+		}
+		if len(problems) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, strings.Join(problems, "\n")+"\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return mux
+}
+
+func (c Config) logger() zerolog.Logger {
+	if c.Logger != nil {
+		return *c.Logger
+	}
+	out := c.LogOutput
+	if out == nil {
+		out = os.Stderr
+	}
+	format := c.LogFormat
+	if format == "" || format == "auto" {
+		format = "json"
+		if f, ok := out.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+			format = "console"
+		}
+	}
+	if format == "console" {
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05"}
+	}
+	lvl, err := zerolog.ParseLevel(c.LogLevel)
+	if err != nil || c.LogLevel == "" {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+}
