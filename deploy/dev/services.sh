@@ -111,7 +111,16 @@ stop() {
   fi
 }
 
+createdb() {
+  local dir=$1 name=$2 bindir port
+  bindir=$(pg_bindir) || die "PostgreSQL binaries not found"
+  port=$(cat "$dir/pg.port")
+  as_pg "$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1 \
+    || as_pg "$bindir/createdb" -h 127.0.0.1 -p "$port" -U postgres "$name"
+}
+
 case "${1:-}" in
+  createdb) [ $# -eq 3 ] || die "usage: services.sh createdb DIR NAME"; createdb "$2" "$3" ;;
   start) [ $# -eq 2 ] || die "usage: services.sh start DIR"; start "$2" ;;
   stop)  [ $# -eq 2 ] || die "usage: services.sh stop DIR"; stop "$2" ;;
   *) die "usage: services.sh start|stop DIR" ;;
