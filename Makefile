@@ -20,8 +20,8 @@ build: ## Build bin/worker and bin/enqueue
 	$(GO) build -o bin/enqueue ./cmd/enqueue
 
 .PHONY: bench
-bench: ## Run the benchmarks against throwaway services
-	@deploy/dev/test.sh -run '^$$' -bench . -benchtime 3s
+bench: ## Run the benchmarks (no -race; PostgreSQL with fsync on) against throwaway services, or HERALD_TEST_* ones
+	@HERALD_RACE= HERALD_PG_FSYNC=on deploy/dev/test.sh -run '^$$' -bench . -benchtime 1000x
 
 .PHONY: vet
 vet: ## go vet and gofmt check

@@ -57,8 +57,8 @@ type Config struct {
 	TaskTimeout time.Duration `env:"HERALD_TASK_TIMEOUT" envDefault:"60s"`
 	// ShutdownTimeout is how long shutdown waits for running tasks. Defaults to 40s.
 	ShutdownTimeout time.Duration `env:"HERALD_SHUTDOWN_TIMEOUT" envDefault:"40s"`
-	// TaskCheckInterval is how often idle workers poll Redis. Defaults to 100ms.
-	TaskCheckInterval time.Duration `env:"HERALD_TASK_CHECK_INTERVAL" envDefault:"100ms"`
+	// TaskCheckInterval is how often idle workers poll Redis. Defaults to 50ms.
+	TaskCheckInterval time.Duration `env:"HERALD_TASK_CHECK_INTERVAL" envDefault:"50ms"`
 	// PromoterInterval is the promoter's tick. Defaults to 1s.
 	PromoterInterval time.Duration `env:"HERALD_PROMOTER_INTERVAL" envDefault:"1s"`
 	// Horizon: work due within it is scheduled in asynq, later work waits in Postgres. Defaults to 60s.

@@ -21,12 +21,21 @@ func (w *Worker) HandleDeliver(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return w.reject(ctx, t, err.Error())
 	}
-	return w.deliver(ctx, p.ReceiptID)
+	return w.deliver(ctx, p.ReceiptID, nil)
+}
+
+// hydrated is a dispatch the fan-out already loaded, handed to its inline delivery so it is not
+// read, unsealed and hydrated a second time.
+type hydrated struct {
+	ev       events.Event
+	d        *events.Dispatch
+	red      redactor
+	channels []events.Channel
 }
 
 // deliver runs one delivery attempt through the claim and the fenced final update. It is
 // shared by the deliver task and the fan-out's inline delivery.
-func (w *Worker) deliver(ctx context.Context, id string) error {
+func (w *Worker) deliver(ctx context.Context, id string, pre *hydrated) error {
 	c, out, err := w.store.ClaimReceipt(ctx, id, w.cfg.Lease)
 	if err != nil {
 		return err
@@ -50,7 +59,7 @@ func (w *Worker) deliver(ctx context.Context, id string) error {
 		log.Warn().Msg("reclaimed a delivery whose earlier attempt may have sent (in doubt); sending again with the same Message-ID")
 	}
 
-	o, red := w.attempt(ctx, r)
+	o, red := w.attempt(ctx, r, pre)
 	o.LastError = red.apply(o.LastError)
 	o.Subject = red.apply(o.Subject)
 	err = w.record(ctx, func(ctx context.Context) error { return w.store.FinishReceipt(ctx, r.ID, r.Attempt, o) })
@@ -78,30 +87,19 @@ func (w *Worker) deliver(ctx context.Context, id string) error {
 }
 
 // attempt decides and performs one delivery; it writes nothing.
-func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt) (receipts.Outcome, redactor) {
+func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated) (receipts.Outcome, redactor) {
 	if time.Now().After(r.ExpiresAt) {
 		return receipts.Outcome{Status: receipts.ReceiptExpired,
 			LastError: fmt.Sprintf("past the event's max age: due %s, expired %s", r.DueAt.UTC().Format(time.RFC3339), r.ExpiresAt.UTC().Format(time.RFC3339))}, nil
 	}
-	row, err := w.store.GetDispatch(ctx, r.DispatchID)
-	if err != nil {
-		return w.temporary(r, err.Error()), nil
+	if pre == nil {
+		var o *receipts.Outcome
+		if pre, o = w.hydrate(ctx, r); o != nil {
+			return *o, nil
+		}
 	}
-	if row.ScrubbedAt != nil {
-		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: "the dispatch's secrets were scrubbed (older than the secret retention)"}, nil
-	}
-	ev, err := w.cfg.Registry.Lookup(row.EventID)
-	if err != nil {
-		return w.temporary(r, fmt.Sprintf("unknown event %q on this worker", row.EventID)), nil
-	}
-	d, red, err := w.buildDispatch(ctx, row)
-	switch {
-	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef):
-		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: err.Error()}, red
-	case err != nil:
-		return w.temporary(r, err.Error()), red
-	}
-	ch := w.channelOf(ctx, ev, d, r)
+	ev, d, red := pre.ev, pre.d, pre.red
+	ch := channelOf(pre.channels, r)
 	rc := events.Recipient{ID: r.RecipientID, Address: r.Recipient.Address, Name: r.Recipient.Name, Locale: r.Recipient.Locale}
 	if dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); err != nil {
 		return w.temporary(r, "should send: "+err.Error()), red
@@ -149,14 +147,39 @@ func (w *Worker) temporary(r *receipts.Receipt, reason string) receipts.Outcome 
 	return receipts.Outcome{Status: receipts.ReceiptRetrying, DueAt: time.Now().Add(w.backoff.Delay(r.Attempt)), LastError: reason}
 }
 
-// channelOf finds the receipt's channel in the event's current channels, falling back to what
-// the receipt recorded.
-func (w *Worker) channelOf(ctx context.Context, ev events.Event, d *events.Dispatch, r *receipts.Receipt) events.Channel {
-	if chs, err := ev.Channels(ctx, d); err == nil {
-		for _, ch := range chs {
-			if ch.Key == r.ChannelKey {
-				return ch
-			}
+// hydrate loads what a delivery needs when the fan-out did not hand it over.
+func (w *Worker) hydrate(ctx context.Context, r *receipts.Receipt) (*hydrated, *receipts.Outcome) {
+	row, err := w.store.GetDispatch(ctx, r.DispatchID)
+	if err != nil {
+		o := w.temporary(r, err.Error())
+		return nil, &o
+	}
+	if row.ScrubbedAt != nil {
+		return nil, &receipts.Outcome{Status: receipts.ReceiptFailed, LastError: "the dispatch's secrets were scrubbed (older than the secret retention)"}
+	}
+	ev, err := w.cfg.Registry.Lookup(row.EventID)
+	if err != nil {
+		o := w.temporary(r, fmt.Sprintf("unknown event %q on this worker", row.EventID))
+		return nil, &o
+	}
+	d, red, err := w.buildDispatch(ctx, row)
+	switch {
+	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef):
+		return nil, &receipts.Outcome{Status: receipts.ReceiptFailed, LastError: red.apply(err.Error())}
+	case err != nil:
+		o := w.temporary(r, red.apply(err.Error()))
+		return nil, &o
+	}
+	chs, _ := ev.Channels(ctx, d) // the receipt's own fields stand in if this fails
+	return &hydrated{ev: ev, d: d, red: red, channels: chs}, nil
+}
+
+// channelOf finds the receipt's channel among the event's channels, falling back to what the
+// receipt recorded.
+func channelOf(chs []events.Channel, r *receipts.Receipt) events.Channel {
+	for _, ch := range chs {
+		if ch.Key == r.ChannelKey {
+			return ch
 		}
 	}
 	return events.Channel{Key: r.ChannelKey, Transport: r.Transport, Audience: r.Audience}

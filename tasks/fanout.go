@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/receipts"
@@ -153,21 +154,20 @@ func (f *fanout) run(ctx context.Context) {
 		return
 	}
 
-	// Step 4: secrets minted once, sealed and stored before any receipt exists.
+	// Step 4: secrets minted once and sealed; stored with the receipts in one transaction, so no
+	// receipt ever exists without them.
+	var minted map[string]receipts.Minted
 	if sv, ok := ev.(events.SendVariabler); ok && row.Minted == nil {
 		vars, err := sv.SendVariables(ctx, d)
 		if err != nil {
 			f.fail(ctx, "send variables: "+err.Error())
 			return
 		}
-		minted, red, err := w.sealMinted(row.ID, vars)
+		var red redactor
+		minted, red, err = w.sealMinted(row.ID, vars)
 		f.red = append(f.red, red...)
 		if err != nil {
 			f.fail(ctx, err.Error())
-			return
-		}
-		if err := w.store.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
-			f.err = err
 			return
 		}
 		for k, v := range vars {
@@ -216,13 +216,23 @@ func (f *fanout) run(ctx context.Context) {
 			rs = append(rs, nr)
 		}
 	}
-	if err := w.store.InsertReceipts(ctx, rs); err != nil {
-		f.err = err
-		return
-	}
-
-	// Step 7 before 6: once fanned_out, the promoter owns any receipt whose task is lost.
-	if err := w.finishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFannedOut, time.Time{}, ""); err != nil {
+	// Step 7 with 4 and 5: minted values, receipts and fanned_out commit together (fenced on the
+	// attempt); from then on the promoter owns any receipt whose task is lost.
+	err = w.record(ctx, func(ctx context.Context) error {
+		return pgx.BeginFunc(ctx, w.cfg.DB, func(tx pgx.Tx) error {
+			st := receipts.New(tx)
+			if minted != nil {
+				if err := st.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
+					return err
+				}
+			}
+			if err := st.InsertReceipts(ctx, rs); err != nil {
+				return err
+			}
+			return st.FinishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFannedOut, time.Time{}, "")
+		})
+	})
+	if err != nil {
 		f.err = err
 		return
 	}
@@ -235,7 +245,7 @@ func (f *fanout) run(ctx context.Context) {
 		return
 	}
 	if len(open) == 1 && !w.cfg.DisableInline && !open[0].DueAt.After(time.Now()) {
-		f.err = w.deliver(ctx, open[0].ID)
+		f.err = w.deliver(ctx, open[0].ID, &hydrated{ev: ev, d: d, red: f.red, channels: chs})
 		return
 	}
 	f.err = w.enqueueReceipts(ctx, open)

@@ -34,7 +34,7 @@ const secretKeys = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 // bundle is one test's Herald: its own database, queue, SMTP server, worker and client.
 type bundle struct {
-	t       *testing.T
+	t       testing.TB
 	pool    *pgxpool.Pool
 	store   *receipts.Store
 	queue   string
@@ -78,7 +78,7 @@ func withEvents(evs ...events.Event) option {
 	}
 }
 
-func setup(t *testing.T, opts ...option) *bundle {
+func setup(t testing.TB, opts ...option) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	b := &bundle{t: t, pool: testenv.DB(t), queue: testenv.Queue(t), redis: testenv.RedisOpt(t), smtp: emailtest.Start(t),
@@ -113,7 +113,7 @@ func setup(t *testing.T, opts ...option) *bundle {
 	}
 	b.cfg.Redis = b.redis
 	if b.cfg.Senders == nil {
-		s, err := email.New(email.Config{URL: b.smtp.URL(), PoolSize: 2, SendTimeout: 5 * time.Second})
+		s, err := email.New(email.Config{URL: b.smtp.URL(), PoolSize: b.cfg.Concurrency, SendTimeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func (b *bundle) start() *bundle {
 func user(id string) []events.Ref { return []events.Ref{{Name: "user", Resource: "users", ID: id}} }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -199,7 +199,7 @@ func (b *bundle) waitReceipt(dispatchID string, want receipts.Status, timeout ti
 }
 
 // redisContains reports the Redis keys whose name or value contains s.
-func redisContains(t *testing.T, opt asynq.RedisClientOpt, s string) []string {
+func redisContains(t testing.TB, opt asynq.RedisClientOpt, s string) []string {
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Password: opt.Password, Username: opt.Username})
 	defer rc.Close()

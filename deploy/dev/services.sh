@@ -5,6 +5,7 @@
 #   services.sh stop DIR    stop what `start DIR` started
 #
 # Installs redis-server and postgresql from Debian packages when they are missing and we are root.
+# HERALD_PG_FSYNC=on keeps PostgreSQL's durability settings (benchmarks); tests run with fsync off.
 # initdb and postgres refuse to run as root, so as root they run as the `postgres` user, with data
 # and sockets in a folder that user can reach (DIR if it can, otherwise a folder under /tmp).
 set -euo pipefail
@@ -89,7 +90,7 @@ start() {
   fi
   as_pg mkdir -p "$pg/../sock"
   as_pg "$bindir/pg_ctl" -D "$pg" -l "$pg/../postgres.log" -w -t 60 \
-    -o "-p $pport -k $pg/../sock -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null \
+    -o "-p $pport -k $pg/../sock -c listen_addresses=127.0.0.1 -c fsync=${HERALD_PG_FSYNC:-off} -c synchronous_commit=${HERALD_PG_FSYNC:-off} -c max_connections=300" start >/dev/null \
     || { cat "$pg/../postgres.log" >&2 || true; die "postgres did not start"; }
   echo "$pport" > "$dir/pg.port"
   echo "$pg" > "$dir/pgdata"

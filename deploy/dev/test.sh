@@ -9,7 +9,7 @@ if [ -n "${HERALD_TEST_REDIS_URL:-}" ] || [ -n "${HERALD_TEST_DATABASE_URL:-}" ]
   [ -n "${HERALD_TEST_REDIS_URL:-}" ] && [ -n "${HERALD_TEST_DATABASE_URL:-}" ] \
     || { echo "make test: set both HERALD_TEST_REDIS_URL and HERALD_TEST_DATABASE_URL, or neither" >&2; exit 2; }
   go run ./internal/devsvc/ping || exit 2
-  exec go test -race -count=1 -timeout 20m "$@" ./...
+  exec go test ${HERALD_RACE--race} -count=1 -timeout 20m "$@" ./...
 fi
 
 dir=".herald/test-services/$$"
@@ -24,4 +24,4 @@ trap 'exit 130' INT TERM
 eval "$(deploy/dev/services.sh start "$dir")"
 export HERALD_TEST_REDIS_URL HERALD_TEST_DATABASE_URL
 go run ./internal/devsvc/ping
-go test -race -count=1 -timeout 20m "$@" ./...
+go test ${HERALD_RACE--race} -count=1 -timeout 20m "$@" ./...
