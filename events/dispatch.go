@@ -34,7 +34,7 @@ type Dispatch struct {
 	AcceptedAt time.Time
 }
 
-// Var returns the variable name, revealing a Secret's value as a string.
+// Var returns the variable name as stored: secrets stay wrapped in Secret.
 func (d *Dispatch) Var(name string) (any, bool) {
 	v, ok := d.Vars[name]
 	return v, ok

@@ -83,6 +83,10 @@ func Actor(a string) Option { return func(o *options) { o.actor = a } }
 // ErrIdempotencyConflict is returned by DispatchTx when the key was used with other arguments.
 var ErrIdempotencyConflict = receipts.ErrIdempotencyConflict
 
+// MaxPayloadBytes bounds a dispatch task: payloads carry references and small variables, never
+// rows or bodies (asynq keeps payloads in Redis, and archived ones for months).
+const MaxPayloadBytes = 64 << 10
+
 // ErrInvalidDispatch is wrapped by errors about the dispatch's own arguments.
 var ErrInvalidDispatch = errors.New("invalid dispatch")
 
@@ -161,6 +165,9 @@ func (c *Client) Dispatch(ctx context.Context, eventID string, refs []events.Ref
 		Secrets: p.secrets, IdempotencyKey: p.opts.key, Actor: p.opts.actor, AcceptedAt: p.now})
 	if err != nil {
 		return "", err
+	}
+	if len(payload) > MaxPayloadBytes {
+		return "", fmt.Errorf("%w: the payload is %d bytes, more than %d: pass references to rows, not the rows", ErrInvalidDispatch, len(payload), MaxPayloadBytes)
 	}
 	t := asynq.NewTask(TypeDispatch, payload, asynq.TaskID(DispatchTaskID(p.id, 0)), asynq.Queue(c.cfg.Queue),
 		asynq.MaxRetry(c.cfg.AsynqRetries), asynq.Timeout(c.cfg.TaskTimeout))

@@ -66,8 +66,13 @@ func Start(t testing.TB) *Server {
 	}
 	s.Addr = l.Addr().String()
 	s.srv = srv
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(l) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		_ = l.Close() // Close misses a listener that Serve has not registered yet
+		<-served
+	})
 	return s
 }
 

@@ -27,6 +27,8 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("HERALD_TEST_REDIS_URL is not a redis:// URL")
 	}
+	opt.MaxRetries = -1
+	redis.SetLogger(quiet{})
 	rc := redis.NewClient(opt)
 	defer rc.Close()
 	if err := rc.Ping(ctx).Err(); err != nil {
@@ -42,3 +44,7 @@ func run(ctx context.Context) error {
 	}
 	return conn.Close(ctx)
 }
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}

@@ -1,0 +1,118 @@
+package tasks
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/events"
+)
+
+func TestDecodePayloads(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		ok   bool
+		want string
+	}{
+		{`{"v":1,"dispatch_id":"01a2203a-c569-7ae3-b0c8-f27792223ad5"}`, true, ""},
+		{`{"v":1,"dispatch_id":"01a2203a-c569-7ae3-b0c8-f27792223ad5","event_id":"a.b","vars":{"n":1}}`, true, ""},
+		{`{"v":1,"dispatch_id":"nope"}`, false, "not a UUID"},
+		{`{"v":1,"dispatch_id":`, false, "malformed"},
+		{`{"v":1,"dispatch_id":"01a2203a-c569-7ae3-b0c8-f27792223ad5","extra":1}`, false, "unknown field"},
+		{`{"v":1,"dispatch_id":"01a2203a-c569-7ae3-b0c8-f27792223ad5"} {}`, false, "trailing"},
+		{`[]`, false, "malformed"},
+	} {
+		_, err := DecodeDispatch([]byte(tc.in))
+		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("DecodeDispatch(%s) = %v", tc.in, err)
+		}
+		if err != nil && !errors.Is(err, ErrMalformedPayload) {
+			t.Errorf("DecodeDispatch(%s) error is not ErrMalformedPayload: %v", tc.in, err)
+		}
+	}
+	if _, err := DecodeDeliver([]byte(`{"v":1,"receipt_id":"x"}`)); !errors.Is(err, ErrMalformedPayload) {
+		t.Errorf("DecodeDeliver: %v", err)
+	}
+}
+
+func FuzzDecodeDispatch(f *testing.F) {
+	good, _ := json.Marshal(DispatchPayload{V: 1, DispatchID: "01a2203a-c569-7ae3-b0c8-f27792223ad5", EventID: "a.b",
+		Refs: []events.Ref{{Name: "user", Resource: "users", ID: "1"}}, Vars: json.RawMessage(`{"a":1.50}`)})
+	f.Add(good)
+	f.Add([]byte(`{"v":1}`))
+	f.Add([]byte(`{"dispatch_id":"\u0000"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeDispatch(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedPayload) {
+				t.Fatalf("error not ErrMalformedPayload: %v", err)
+			}
+			return
+		}
+		if len(p.Vars) > 0 && !json.Valid(p.Vars) {
+			t.Fatalf("accepted invalid vars %q", p.Vars)
+		}
+		if _, err := Fingerprint(p.EventID, p.Refs, p.Vars); err != nil && len(p.Vars) > 0 && p.Vars[0] == '{' {
+			t.Logf("fingerprint refuses %q: %v", p.Vars, err)
+		}
+	})
+}
+
+func TestFingerprintCanonical(t *testing.T) {
+	t.Parallel()
+	refs := []events.Ref{{Name: "user", Resource: "users", ID: "1"}}
+	a, _ := Fingerprint("a.b", refs, json.RawMessage(`{"x":1,"y":"z"}`))
+	b, _ := Fingerprint("a.b", refs, json.RawMessage(`{ "y":"z", "x":1 }`))
+	c, _ := Fingerprint("a.b", refs, json.RawMessage(`{"x":1.0,"y":"z"}`))
+	d, _ := Fingerprint("a.c", refs, json.RawMessage(`{"x":1,"y":"z"}`))
+	if a != b {
+		t.Error("key order or spacing changed the fingerprint")
+	}
+	if a == c {
+		t.Error("1 and 1.0 must differ: numbers are kept exactly as given")
+	}
+	if a == d {
+		t.Error("the event id is not in the fingerprint")
+	}
+	if _, err := Fingerprint("a.b", refs, json.RawMessage(`[1]`)); err == nil {
+		t.Error("non-object variables accepted")
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	b := Backoff{Min: 5 * time.Second, Max: 10 * time.Minute}
+	for _, tc := range []struct {
+		attempt int
+		lo, hi  time.Duration
+	}{
+		{1, 2500 * time.Millisecond, 5 * time.Second},
+		{2, 5 * time.Second, 10 * time.Second},
+		{3, 10 * time.Second, 20 * time.Second},
+		{8, 5 * time.Minute, 10 * time.Minute},
+		{30, 5 * time.Minute, 10 * time.Minute},
+	} {
+		for range 50 {
+			if d := b.Delay(tc.attempt); d < tc.lo || d > tc.hi {
+				t.Fatalf("attempt %d: %v outside [%v, %v]", tc.attempt, d, tc.lo, tc.hi)
+			}
+		}
+	}
+}
+
+func TestRoundUp(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	for in, want := range map[time.Time]time.Time{
+		base:                             base,
+		base.Add(time.Nanosecond):        base.Add(time.Second),
+		base.Add(999 * time.Millisecond): base.Add(time.Second),
+	} {
+		if got := roundUp(in); !got.Equal(want) {
+			t.Errorf("roundUp(%v) = %v, want %v", in, got, want)
+		}
+	}
+}
