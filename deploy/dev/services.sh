@@ -61,7 +61,7 @@ pgdir_for() {
   fi
   if [ -f "$dir/pgdir" ]; then cat "$dir/pgdir"; return; fi
   local t; t=$(mktemp -d /tmp/herald-pg.XXXXXX)
-  chmod 755 "$t"
+  chmod 755 "$t"; chown postgres "$t"
   echo "$t/pg" > "$dir/pgdir"
   echo "$t/pg"
 }
