@@ -206,5 +206,10 @@ func (c *Client) DispatchTx(ctx context.Context, tx pgx.Tx, eventID string, refs
 	case receipts.Conflict:
 		return TxResult{}, fmt.Errorf("dispatch %s with key %q (first used by %s): %w", eventID, p.opts.key, res.Of, ErrIdempotencyConflict)
 	}
+	// Delivered at commit (and dropped on rollback): wakes the promoters now rather than at their
+	// next tick.
+	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", OutboxChannel); err != nil {
+		return TxResult{}, fmt.Errorf("dispatch %s: notify the outbox: %w", eventID, err)
+	}
 	return TxResult{ID: p.id}, nil
 }

@@ -503,3 +503,26 @@ func TestPromoterRecreatesTasksAfterRedisFlush(t *testing.T) {
 }
 
 func testenvRedis(t *testing.T) asynq.RedisClientOpt { return testenv.RedisOpt(t) }
+
+// TestOutboxWakesPromoter: a committed DispatchTx is picked up at once through LISTEN/NOTIFY,
+// long before the promoter's next tick.
+func TestOutboxWakesPromoter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *tasks.Config) { c.PromoterInterval = time.Minute })).start()
+	ctx := t.Context()
+	waitFor(t, 10*time.Second, "the outbox listener", func() bool {
+		var n int
+		_ = b.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND query = 'LISTEN herald_outbox'`).Scan(&n)
+		return n == 1
+	})
+	tx, _ := b.pool.Begin(ctx)
+	res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.waitReceipt(res.ID, receipts.ReceiptSent, 10*time.Second) // the tick is a minute away
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // RunPromoter runs the promoter/sweeper until ctx is done. It is safe to run in every worker at
@@ -13,9 +15,19 @@ import (
 //   - enqueue receipts due within the horizon (long delays, retries, lost tasks) and reclaim
 //     deliveries whose lease expired (the claim marks them in_doubt);
 //   - every SweepInterval: scrub sealed secrets no longer needed, release old idempotency keys.
+//
+// DispatchTx notifies the outbox channel when its transaction commits; the promoter listens and
+// runs at once instead of waiting for its next tick.
 func (w *Worker) RunPromoter(ctx context.Context) {
 	t := time.NewTicker(w.cfg.PromoterInterval)
 	defer t.Stop()
+	wake := make(chan struct{}, 1)
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		w.listen(ctx, wake)
+	}()
+	defer func() { <-listening }()
 	var lastSweep time.Time
 	for {
 		w.Promote(ctx)
@@ -27,6 +39,46 @@ func (w *Worker) RunPromoter(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-wake:
+		}
+	}
+}
+
+// OutboxChannel is the PostgreSQL NOTIFY channel DispatchTx signals on commit.
+const OutboxChannel = "herald_outbox"
+
+// listen holds a dedicated connection LISTENing on the outbox channel, reconnecting after
+// failures; the ticker keeps the promoter going meanwhile.
+func (w *Worker) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := w.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Warn().Err(err).Msg("outbox listener lost its connection; the promoter's tick carries on, reconnecting in 1s")
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (w *Worker) listenOnce(ctx context.Context, wake chan<- struct{}) error {
+	conn, err := pgx.ConnectConfig(ctx, w.cfg.DB.Config().ConnConfig)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	if _, err := conn.Exec(ctx, "LISTEN "+OutboxChannel); err != nil {
+		return err
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case wake <- struct{}{}:
+		default: // a wake-up is already pending
 		}
 	}
 }
