@@ -53,7 +53,7 @@ type NewReceipt struct {
 	Audience    string
 	RecipientID string
 	Recipient   Recipient
-	Status      Status // scheduled, or skipped with LastError
+	Status      Status // scheduled, or skipped/failed with LastError
 	LastError   string
 	MaxAttempts int
 	DueAt       time.Time

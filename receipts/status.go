@@ -64,7 +64,7 @@ var Transitions = map[Kind]map[Status][]Status{
 // InitialStates are the states a row may be created in.
 var InitialStates = map[Kind][]Status{
 	KindDispatch: {DispatchAccepted, DispatchRejected, DispatchDuplicate},
-	KindReceipt:  {ReceiptScheduled, ReceiptSkipped},
+	KindReceipt:  {ReceiptScheduled, ReceiptSkipped, ReceiptFailed},
 }
 
 // CanTransition reports whether kind may move from → to.

@@ -526,3 +526,51 @@ func TestOutboxWakesPromoter(t *testing.T) {
 	}
 	b.waitReceipt(res.ID, receipts.ReceiptSent, 10*time.Second) // the tick is a minute away
 }
+
+// TestDeliveryOutcomes walks the outcomes other than sent: expired past the max age, skipped by
+// policy, refused sample data, and a transport this worker does not have.
+func TestDeliveryOutcomes(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withEvents(
+		testEvent{id: "test.expires", channels: []events.Channel{{Key: "email", Transport: "email",
+			Time: events.In(time.Second), Policy: events.Policy{MaxAge: time.Nanosecond}}}},
+		testEvent{id: "test.optout", channels: []events.Channel{{Key: "email", Transport: "email"}},
+			shouldSend: &events.Decision{Send: false, Reason: "user_opted_out"}},
+		testEvent{id: "test.leak", channels: []events.Channel{{Key: "email", Transport: "email"}},
+			note: "token " + events.SampleString("reset-token")},
+		testEvent{id: "test.sms", channels: []events.Channel{{Key: "sms", Transport: "sms"}, {Key: "email", Transport: "email"}}},
+	)).start()
+	ctx := t.Context()
+	dispatch := func(ev string) string {
+		id, err := b.client.Dispatch(ctx, ev, user("42"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	exp, opt, leak, sms := dispatch("test.expires"), dispatch("test.optout"), dispatch("test.leak"), dispatch("test.sms")
+
+	if r := b.waitReceipt(exp, receipts.ReceiptExpired, 10*time.Second); !strings.Contains(r.LastError, "max age") {
+		t.Errorf("expired: %q", r.LastError)
+	}
+	if r := b.waitReceipt(opt, receipts.ReceiptSkipped, 10*time.Second); r.LastError != "user_opted_out" {
+		t.Errorf("skipped: %q", r.LastError)
+	}
+	if r := b.waitReceipt(leak, receipts.ReceiptFailed, 10*time.Second); !strings.Contains(r.LastError, "sample-data marker") {
+		t.Errorf("sample leak: %q", r.LastError)
+	}
+	if r := b.waitReceipt(sms, receipts.ReceiptFailed, 10*time.Second); !strings.Contains(r.LastError, `no sender configured for transport "sms"`) {
+		t.Errorf("no transport: %q", r.LastError)
+	}
+	b.waitReceipt(sms, receipts.ReceiptSent, 10*time.Second) // the email channel of the same dispatch still goes out
+	msgs := b.smtp.WaitFor(t, 1, 5*time.Second)
+	time.Sleep(300 * time.Millisecond) // a bounded look for unwanted emails
+	if n := len(b.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails, want only the sms event's email channel: %+v", n, msgs)
+	}
+	for _, m := range b.smtp.Messages() {
+		if events.ContainsSample(m.Text) {
+			t.Fatal("sample data reached an email")
+		}
+	}
+}

@@ -37,15 +37,13 @@ var errSettled = errors.New("settled on first sight")
 
 // firstSight inserts the dispatch row from the payload, answering idempotency.
 func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) error {
-	fp, err := Fingerprint(p.EventID, p.Refs, p.Vars)
+	fp, err := Fingerprint(p.EventID, p.Refs, p.Vars) // vars were checked by DecodeDispatch
 	if err != nil {
-		fp = "" // unusable variables: the fan-out fails the dispatch with the reason
+		return err
 	}
-	vars := p.Vars
-	if cv, err := canonicalVars(p.Vars); err == nil {
-		vars = cv
-	} else {
-		vars = nil
+	vars, err := canonicalVars(p.Vars)
+	if err != nil {
+		return err
 	}
 	nd := receipts.NewDispatch{ID: p.DispatchID, EventID: p.EventID, Refs: p.Refs, Vars: vars, Sealed: p.Secrets,
 		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt}
@@ -128,6 +126,10 @@ type fanout struct {
 // run executes steps 2–7 of the fan-out; every exit records an outcome.
 func (f *fanout) run(ctx context.Context) {
 	w, row := f.w, f.row
+	if err := events.ValidateID(row.EventID); err != nil {
+		f.fail(ctx, err.Error()) // no worker could ever register it
+		return
+	}
 	ev, err := w.cfg.Registry.Lookup(row.EventID)
 	if err != nil {
 		f.unknown(ctx, fmt.Sprintf("unknown event %q: no worker has it registered", row.EventID))
@@ -211,7 +213,7 @@ func (f *fanout) run(ctx context.Context) {
 			case !dec.Send:
 				nr.Status, nr.LastError = receipts.ReceiptSkipped, cmpOr(dec.Reason, "should_send said no")
 			case w.cfg.Senders[ch.Transport] == nil:
-				nr.Status, nr.LastError = receipts.ReceiptSkipped, fmt.Sprintf("no sender configured for transport %q", ch.Transport)
+				nr.Status, nr.LastError = receipts.ReceiptFailed, fmt.Sprintf("no sender configured for transport %q on this worker", ch.Transport)
 			}
 			rs = append(rs, nr)
 		}

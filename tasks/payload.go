@@ -54,8 +54,10 @@ func DecodeDispatch(b []byte) (DispatchPayload, error) {
 	if err := uuid.Validate(p.DispatchID); err != nil {
 		return p, fmt.Errorf("%w: dispatch_id %q is not a UUID", ErrMalformedPayload, clip(p.DispatchID))
 	}
-	if len(p.Vars) > 0 && !json.Valid(p.Vars) {
-		return p, fmt.Errorf("%w: vars are not JSON", ErrMalformedPayload)
+	if len(p.Vars) > 0 {
+		if _, err := canonicalVars(p.Vars); err != nil {
+			return p, fmt.Errorf("%w: vars: %v", ErrMalformedPayload, err)
+		}
 	}
 	return p, nil
 }

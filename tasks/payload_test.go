@@ -24,6 +24,7 @@ func TestDecodePayloads(t *testing.T) {
 		{`{"v":1,"dispatch_id":"01a2203a-c569-7ae3-b0c8-f27792223ad5","extra":1}`, false, "unknown field"},
 		{`{"v":1,"dispatch_id":"01a2203a-c569-7ae3-b0c8-f27792223ad5"} {}`, false, "trailing"},
 		{`[]`, false, "malformed"},
+		{`{"v":1,"dispatch_id":"01a2203a-c569-7ae3-b0c8-f27792223ad5","vars":[1]}`, false, "JSON object"},
 	} {
 		_, err := DecodeDispatch([]byte(tc.in))
 		if tc.ok != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {

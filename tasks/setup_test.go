@@ -242,9 +242,11 @@ func redisContains(t testing.TB, opt asynq.RedisClientOpt, s string) []string {
 
 // testEvent is a configurable event for the engine's tests.
 type testEvent struct {
-	id       string
-	channels []events.Channel
-	mint     func(*events.Dispatch) (map[string]any, error)
+	id         string
+	channels   []events.Channel
+	mint       func(*events.Dispatch) (map[string]any, error)
+	shouldSend *events.Decision
+	note       string // put into every template; a sample value here must be refused
 }
 
 func (e testEvent) ID() string { return e.id }
@@ -260,6 +262,18 @@ func (e testEvent) SendVariables(_ context.Context, d *events.Dispatch) (map[str
 		return nil, nil
 	}
 	return e.mint(d)
+}
+func (e testEvent) ShouldSend(context.Context, *events.Dispatch, events.Channel, events.Recipient) (events.Decision, error) {
+	if e.shouldSend != nil {
+		return *e.shouldSend, nil
+	}
+	return events.Decision{Send: true}, nil
+}
+func (e testEvent) TemplateAssigns(context.Context, *events.Dispatch, events.Channel, events.Recipient) (map[string]any, error) {
+	if e.note == "" {
+		return nil, nil
+	}
+	return map[string]any{"note": e.note}, nil
 }
 func (testEvent) Templates() fs.FS {
 	return fstest.MapFS{
