@@ -187,4 +187,27 @@ func TestRunRefusesBadSetup(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "does not answer") || strings.Contains(err.Error(), "db-Pa55") {
 		t.Fatalf("unreachable database: %v", err)
 	}
+
+	env["HERALD_DATABASE_URL"] = testenv.DatabaseURL(t)
+	env["HERALD_REDIS_URL"] = "redis://:redis-Pa55@127.0.0.1:1/0"
+	if cfg, err = herald.ConfigFromEnv(envOf(env)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.LogOutput = io.Discard
+	err = herald.Run(t.Context(), cfg, events.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), "Redis (HERALD_REDIS_URL) does not answer") || strings.Contains(err.Error(), "redis-Pa55") {
+		t.Fatalf("unreachable Redis: %v", err)
+	}
+
+	// A template error stops the start.
+	reg := events.NewRegistry()
+	reg.MustRegister(brokenTemplates{})
+	env["HERALD_REDIS_URL"] = testenv.RedisURL(t)
+	if cfg, err = herald.ConfigFromEnv(envOf(env)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.LogOutput = io.Discard
+	if err := herald.Run(t.Context(), cfg, reg); err == nil || !strings.Contains(err.Error(), `"broken.templates"`) {
+		t.Fatalf("template error: %v", err)
+	}
 }

@@ -96,6 +96,9 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 
 	var srv *http.Server
 	addr := ""
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = ":8080"
+	}
 	if cfg.HTTPAddr != "off" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
