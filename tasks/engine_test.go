@@ -574,3 +574,86 @@ func TestDeliveryOutcomes(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownDuringSend: a send in flight when the worker shuts down completes, is recorded as
+// sent, and is not sent again by the next worker.
+func TestShutdownDuringSend(t *testing.T) {
+	t.Parallel()
+	b := setup(t).start()
+	inData := b.smtp.SetDelay(1500 * time.Millisecond)
+	id, err := b.client.Dispatch(t.Context(), "accounts.password_reset", user("42"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inData:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the send never started")
+	}
+	b.worker.Shutdown() // returns once the running delivery finished (ShutdownTimeout 8s > the 1.5s send)
+	rs := b.receipts(id)
+	if len(rs) != 1 || rs[0].Status != receipts.ReceiptSent {
+		t.Fatalf("after shutdown: %+v", rs[0])
+	}
+	// A new worker on the same queue finds nothing left to do.
+	b.smtp.SetDelay(0)
+	next, err := tasks.NewWorker(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if err := next.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer next.Shutdown()
+	time.Sleep(time.Second) // a bounded look for an unwanted second send
+	if n := len(b.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails, want 1", n)
+	}
+}
+
+// TestTwoWorkersShareTheLoad: two workers (each with its promoter) on one queue and database
+// deliver every dispatch exactly once.
+func TestTwoWorkersShareTheLoad(t *testing.T) {
+	t.Parallel()
+	b := setup(t).start()
+	other, err := tasks.NewWorker(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Shutdown()
+	ctx := t.Context()
+	const n = 40
+	for i := range n {
+		if i%2 == 0 {
+			if _, err := b.client.Dispatch(ctx, "accounts.password_reset", user("42"), nil); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		tx, _ := b.pool.Begin(ctx)
+		if _, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("43"), nil); err != nil {
+			t.Fatal(err)
+		}
+		_ = tx.Commit(ctx)
+	}
+	msgs := b.smtp.WaitFor(t, n, 30*time.Second)
+	waitFor(t, 10*time.Second, "every receipt sent", func() bool {
+		var sent int
+		_ = b.pool.QueryRow(ctx, `SELECT count(*) FROM herald.receipts WHERE status = 'sent' AND attempt = 1`).Scan(&sent)
+		return sent == n
+	})
+	time.Sleep(500 * time.Millisecond) // a bounded look for duplicates
+	msgs = b.smtp.Messages()
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		ids[m.MessageID] = true
+	}
+	if len(msgs) != n || len(ids) != n {
+		t.Fatalf("%d emails with %d distinct Message-IDs, want %d", len(msgs), len(ids), n)
+	}
+}

@@ -43,6 +43,8 @@ type Server struct {
 	msgs     []Message
 	conns    int
 	failures []*smtp.SMTPError // answered to DATA, in order, before accepting
+	delay    time.Duration     // before answering DATA
+	inData   chan struct{}     // closed when a DATA command starts waiting out the delay
 	user     string
 	pass     string
 	changed  chan struct{}
@@ -91,6 +93,16 @@ func (s *Server) FailNext(errs ...*smtp.SMTPError) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures = append(s.failures, errs...)
+}
+
+// SetDelay makes the server wait d before answering each DATA command (a slow relay), and
+// returns a channel closed when the first delayed DATA begins.
+func (s *Server) SetDelay(d time.Duration) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay = d
+	s.inData = make(chan struct{})
+	return s.inData
 }
 
 // Reply builds an SMTP error reply such as Reply(451, "4.3.0", "try later").
@@ -192,6 +204,17 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	ss.s.mu.Lock()
+	delay, started := ss.s.delay, ss.s.inData
+	if started != nil {
+		select {
+		case <-started:
+		default:
+			close(started)
+		}
+	}
+	ss.s.mu.Unlock()
+	time.Sleep(delay)
 	ss.s.mu.Lock()
 	defer ss.s.mu.Unlock()
 	if len(ss.s.failures) > 0 {
