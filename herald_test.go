@@ -159,6 +159,18 @@ func TestRunEndToEnd(t *testing.T) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`herald_deliveries_total{outcome="sent",transport="email"} 1`, `herald_dispatches_total{outcome="fanned_out"} 1`,
+		"herald_send_duration_seconds_count{transport=\"email\"} 1", "go_goroutines"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:

@@ -16,6 +16,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mattn/go-isatty"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 
@@ -80,8 +83,10 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 		senders[k] = s
 	}
 
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	w, err := tasks.NewWorker(tasks.Config{
-		Redis: redisOpt, DB: pool, Registry: reg, Renderer: renderer, Senders: senders, SecretKeys: cfg.SecretKeys,
+		Metrics: metrics, Redis: redisOpt, DB: pool, Registry: reg, Renderer: renderer, Senders: senders, SecretKeys: cfg.SecretKeys,
 		Logger: &log, MailFrom: events.Address{Name: from.Name, Address: from.Address}, MessageIDDomain: cfg.MessageIDDomain,
 		Queue: cfg.Queue, Concurrency: cfg.Concurrency, Lease: cfg.Lease, TaskTimeout: cfg.TaskTimeout,
 		SendTimeout: cfg.SendTimeout, ShutdownTimeout: cfg.ShutdownTimeout, TaskCheckInterval: cfg.TaskCheckInterval,
@@ -105,7 +110,7 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 			return fmt.Errorf("herald: HERALD_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 		}
 		addr = ln.Addr().String()
-		srv = &http.Server{Handler: healthHandler(pool, redisOpt), ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: httpHandler(pool, redisOpt, metrics), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Err(err).Msg("http server stopped")
@@ -206,9 +211,10 @@ func atLeast(version string, major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-func healthHandler(pool *pgxpool.Pool, opt asynq.RedisConnOpt) http.Handler {
+func httpHandler(pool *pgxpool.Pool, opt asynq.RedisConnOpt, metrics *prometheus.Registry) http.Handler {
 	rc, _ := opt.MakeRedisClient().(redis.UniversalClient)
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})

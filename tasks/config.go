@@ -8,6 +8,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/heraldhq/herald/channels"
@@ -35,6 +36,8 @@ type Config struct {
 	MailFrom events.Address
 	// MessageIDDomain is the right-hand side of Message-IDs. Defaults to MailFrom's domain.
 	MessageIDDomain string
+	// Metrics, when set, receives the worker's Prometheus collectors (herald_*).
+	Metrics prometheus.Registerer
 
 	// Queue is the asynq queue for both task types. Defaults to "herald".
 	Queue string

@@ -56,6 +56,7 @@ func (w *Worker) deliver(ctx context.Context, id string, pre *hydrated) error {
 	log := w.log.With().Str("receipt_id", r.ID).Str("dispatch_id", r.DispatchID).Str("event_id", r.EventID).
 		Str("channel", r.ChannelKey).Int("attempt", r.Attempt).Logger()
 	if c.InDoubt {
+		w.metrics.inDoubt.Inc()
 		log.Warn().Msg("reclaimed a delivery whose earlier attempt may have sent (in doubt); sending again with the same Message-ID")
 	}
 
@@ -70,6 +71,7 @@ func (w *Worker) deliver(ctx context.Context, id string, pre *hydrated) error {
 	if err != nil {
 		return fmt.Errorf("record outcome %s of receipt %s: %w", o.Status, r.ID, err)
 	}
+	w.metrics.deliveries.WithLabelValues(r.Transport, string(o.Status)).Inc()
 	switch o.Status {
 	case receipts.ReceiptSent:
 		log.Info().Str("message_id", o.MessageID).Msg("sent")
@@ -115,7 +117,9 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: fmt.Sprintf("no sender configured for transport %q", r.Transport)}, red
 	}
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
+	started := time.Now()
 	res, err := sender.Send(sctx, msg)
+	w.metrics.sendSeconds.WithLabelValues(r.Transport).Observe(time.Since(started).Seconds())
 	cancel()
 	if err == nil {
 		return receipts.Outcome{Status: receipts.ReceiptSent, Subject: msg.Subject, MessageID: msg.MessageID,

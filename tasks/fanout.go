@@ -59,6 +59,7 @@ func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) error {
 		if res.Outcome == receipts.Conflict {
 			ev = w.log.Warn()
 		}
+		w.metrics.dispatches.WithLabelValues(map[bool]string{true: "rejected", false: "duplicate"}[res.Outcome == receipts.Conflict]).Inc()
 		ev.Str("dispatch_id", p.DispatchID).Str("event_id", p.EventID).Str("of", res.Of).
 			Bool("conflict", res.Outcome == receipts.Conflict).Msg("idempotency key already used; nothing sent")
 		return errSettled
@@ -73,6 +74,7 @@ func (w *Worker) reject(ctx context.Context, t *asynq.Task, reason string) error
 	if err := w.store.RecordRejectedTask(ctx, t.Type(), id, q, reason, t.Payload()); err != nil {
 		return err
 	}
+	w.metrics.rejected.WithLabelValues(t.Type()).Inc()
 	w.log.Warn().Str("task_type", t.Type()).Str("task_id", id).Str("reason", reason).Msg("task rejected")
 	return asynq.RevokeTask
 }
@@ -112,6 +114,7 @@ func (w *Worker) rejectID(ctx context.Context, typ, taskID, reason string) error
 	if err := w.store.RecordRejectedTask(ctx, typ, taskID, q, reason, nil); err != nil {
 		return err
 	}
+	w.metrics.rejected.WithLabelValues(typ).Inc()
 	w.log.Warn().Str("task_type", typ).Str("task_id", taskID).Str("reason", reason).Msg("task rejected")
 	return asynq.RevokeTask
 }
@@ -238,6 +241,7 @@ func (f *fanout) run(ctx context.Context) {
 		f.err = err
 		return
 	}
+	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
 	w.log.Debug().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("receipts", len(rs)).Msg("fanned out")
 
 	// Step 6: deliver inline, enqueue within the horizon, or leave to the promoter.
@@ -298,6 +302,7 @@ func (f *fanout) retry(ctx context.Context, due time.Time, reason string) {
 		f.err = err
 		return
 	}
+	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchRetrying)).Inc()
 	w.log.Warn().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("attempt", row.Attempt).
 		Time("due_at", due).Str("reason", reason).Msg("fan-out will be retried")
 	if due.Before(time.Now().Add(w.cfg.Horizon)) {
@@ -315,6 +320,7 @@ func (f *fanout) fail(ctx context.Context, reason string) {
 		f.err = err
 		return
 	}
+	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFailed)).Inc()
 	w.log.Warn().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Str("reason", reason).Msg("dispatch failed")
 }
 

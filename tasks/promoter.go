@@ -100,6 +100,7 @@ func (w *Worker) Promote(ctx context.Context) int {
 			w.log.Warn().Err(err).Str("dispatch_id", d.ID).Msg("promoter: enqueue dispatch")
 			continue
 		}
+		w.metrics.enqueued.WithLabelValues(TypeDispatch).Inc()
 		n++
 	}
 	rs, err := w.store.DueReceipts(ctx, w.cfg.Horizon, w.cfg.RequeueAfter, promoteBatch)
@@ -114,6 +115,7 @@ func (w *Worker) Promote(ctx context.Context) int {
 			w.log.Warn().Err(err).Str("receipt_id", r.ID).Msg("promoter: enqueue delivery")
 			continue
 		}
+		w.metrics.enqueued.WithLabelValues(TypeDeliver).Inc()
 		n++
 	}
 	return n

@@ -28,6 +28,7 @@ type Worker struct {
 	insp     *asynq.Inspector
 	backoff  Backoff
 	domain   string
+	metrics  *metrics
 
 	mu     sync.Mutex
 	server *asynq.Server
@@ -60,7 +61,12 @@ func NewWorker(cfg Config) (*Worker, error) {
 		_, domain, _ = strings.Cut(a.Address, "@")
 	}
 	domain = strings.TrimSpace(cmpOr(domain, "herald.invalid"))
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("worker metrics: %w", err)
+	}
 	return &Worker{
+		metrics:  m,
 		cfg:      cfg,
 		log:      *cfg.Logger,
 		store:    receipts.New(cfg.DB),
