@@ -2,9 +2,7 @@ package herald_test
 
 import (
 	"context"
-	"io"
 	"io/fs"
-	"sync"
 	"testing"
 	"testing/fstest"
 
@@ -24,17 +22,6 @@ func (brokenTemplates) Recipients(context.Context, *events.Dispatch, events.Chan
 }
 func (brokenTemplates) Templates() fs.FS {
 	return fstest.MapFS{"email.html.tmpl": {Data: []byte("{{ .unclosed ")}}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func cfgRedis(t *testing.T, url string) asynq.RedisConnOpt {

@@ -109,8 +109,8 @@ func TestRunEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs strings.Builder
-	cfg.LogOutput = &syncWriter{w: &logs}
+	var logs testenv.LogBuffer
+	cfg.LogOutput = &logs
 	ready := make(chan string, 1)
 	cfg.Ready = func(addr string) { ready <- addr }
 	done := make(chan error, 1)

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"io/fs"
 	"strings"
-	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -44,26 +43,9 @@ type bundle struct {
 	cfg     tasks.Config
 	worker  *tasks.Worker
 	client  *tasks.Client
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	tokens  *examples.Tokens
 	started bool
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type option func(*bundle)
@@ -82,7 +64,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 	t.Helper()
 	ctx := t.Context()
 	b := &bundle{t: t, pool: testenv.DB(t), queue: testenv.Queue(t), redis: testenv.RedisOpt(t), smtp: emailtest.Start(t),
-		reg: events.NewRegistry(), logs: &syncBuffer{}, tokens: &examples.Tokens{Key: resetKey}}
+		reg: events.NewRegistry(), logs: &testenv.LogBuffer{}, tokens: &examples.Tokens{Key: resetKey}}
 	b.store = receipts.New(b.pool)
 	if err := examples.Migrate(ctx, b.pool); err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -67,12 +66,12 @@ func TestReadmeTour(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	started := make(chan struct{})
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		once := false
 		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
+			_, _ = logs.Write([]byte(sc.Text() + "\n"))
 			if !once && strings.Contains(sc.Text(), "herald worker started") {
 				once = true
 				close(started)
@@ -181,21 +180,4 @@ func TestWorkerRefusesMissingSettings(t *testing.T) {
 			t.Errorf("missing %q in %v", want, err)
 		}
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) WriteString(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(s)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
