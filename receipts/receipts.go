@@ -53,8 +53,10 @@ type NewReceipt struct {
 	Audience    string
 	RecipientID string
 	Recipient   Recipient
-	Status      Status // scheduled, or skipped/failed with LastError
+	Status      Status // scheduled; sending (claimed, with ClaimFor); or skipped/failed with LastError
 	LastError   string
+	ClaimFor    time.Duration // with status sending: attempt 1 under this lease
+	Enqueued    bool          // a task is being enqueued for it now (sets enqueued_at)
 	MaxAttempts int
 	DueAt       time.Time
 	ExpiresAt   time.Time
@@ -97,12 +99,20 @@ func (s *Store) InsertReceipts(ctx context.Context, rs []NewReceipt) error {
 		if st == "" {
 			st = ReceiptScheduled
 		}
+		attempt, lease := 0, time.Duration(0)
+		if st == ReceiptSending {
+			if r.ClaimFor <= 0 {
+				return fmt.Errorf("insert receipt %s as sending: no lease (ClaimFor)", r.ID)
+			}
+			attempt, lease = 1, r.ClaimFor
+		}
 		b.Queue(`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, audience, recipient_id,
-			recipient, status, last_error, max_attempts, due_at, expires_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), $11, $12, $13)
+			recipient, status, last_error, max_attempts, due_at, expires_at, attempt, lease_until, enqueued_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), $11, $12, $13, $14,
+			        CASE WHEN $14 > 0 THEN now() + $15::interval END, CASE WHEN $16 THEN now() END)
 			ON CONFLICT (dispatch_id, channel_key, recipient_id) DO NOTHING`,
 			r.ID, r.DispatchID, r.EventID, r.ChannelKey, r.Transport, r.Audience, r.RecipientID, rec, string(st),
-			r.LastError, r.MaxAttempts, r.DueAt, r.ExpiresAt)
+			r.LastError, r.MaxAttempts, r.DueAt, r.ExpiresAt, attempt, lease, r.Enqueued)
 	}
 	if err := s.q.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("insert receipts of dispatch %s: %w", rs[0].DispatchID, err)
@@ -194,21 +204,9 @@ func (s *Store) FinishReceipt(ctx context.Context, id string, attempt int, o Out
 	return nil
 }
 
-// OpenReceipts returns the receipts of a dispatch that are not final.
-func (s *Store) OpenReceipts(ctx context.Context, dispatchID string) ([]DueTask, error) {
-	return collectDue(s.q.Query(ctx, `SELECT id, attempt, due_at FROM herald.receipts
-		WHERE dispatch_id = $1 AND NOT (status = ANY($2)) ORDER BY due_at`, dispatchID, finalStrings(KindReceipt)))
-}
-
 // MarkReceiptsEnqueued notes that tasks for ids were handed to the queue.
 func (s *Store) MarkReceiptsEnqueued(ctx context.Context, ids []string) error {
 	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET enqueued_at = now() WHERE id = ANY($1)`, ids)
-	return err
-}
-
-// ReleaseReceipt forgets that a task was enqueued, so the promoter enqueues one again.
-func (s *Store) ReleaseReceipt(ctx context.Context, id string) error {
-	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET enqueued_at = NULL WHERE id = $1`, id)
 	return err
 }
 

@@ -282,3 +282,41 @@ func TestRejectedTasksAndMailbox(t *testing.T) {
 		t.Fatalf("%+v %v", ms, err)
 	}
 }
+
+func TestInsertClaimed(t *testing.T) {
+	t.Parallel()
+	s := receipts.New(testenv.DB(t))
+	ctx := t.Context()
+	res, err := s.InsertDispatch(ctx, receipts.NewDispatch{ID: newID(), EventID: "a.b", ClaimFor: time.Minute}, time.Hour)
+	if err != nil || res.Row == nil || res.Row.Status != receipts.DispatchFanningOut || res.Row.Attempt != 1 || res.Row.LeaseUntil == nil {
+		t.Fatalf("first sight, due: %+v %v", res.Row, err)
+	}
+	if _, out, _ := s.ClaimDispatch(ctx, res.Row.ID, time.Minute); out != receipts.ClaimBusy {
+		t.Fatalf("a second claim of a dispatch inserted claimed: %v", out)
+	}
+	future := time.Now().Add(time.Hour)
+	res, err = s.InsertDispatch(ctx, receipts.NewDispatch{ID: newID(), EventID: "a.b", ClaimFor: time.Minute, AcceptedAt: future}, time.Hour)
+	if err != nil || res.Row.Status != receipts.DispatchAccepted || res.Row.Attempt != 0 {
+		t.Fatalf("first sight, not yet due, must not be claimed: %+v %v", res.Row, err)
+	}
+
+	did := insertDispatch(t, s, "", "")
+	rid := newID()
+	now := time.Now()
+	if err := s.InsertReceipts(ctx, []receipts.NewReceipt{{ID: rid, DispatchID: did, EventID: "a.b", ChannelKey: "email",
+		Transport: "email", RecipientID: "1", Status: receipts.ReceiptSending, ClaimFor: time.Minute, MaxAttempts: 3,
+		DueAt: now, ExpiresAt: now.Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := s.GetReceipt(ctx, rid)
+	if r.Status != receipts.ReceiptSending || r.Attempt != 1 || r.LeaseUntil == nil || r.InDoubt {
+		t.Fatalf("receipt inserted claimed: %+v", r)
+	}
+	if err := s.FinishReceipt(ctx, rid, 1, receipts.Outcome{Status: receipts.ReceiptSent}); err != nil {
+		t.Fatalf("finish the inline claim: %v", err)
+	}
+	if err := s.InsertReceipts(ctx, []receipts.NewReceipt{{ID: newID(), DispatchID: did, EventID: "a.b", ChannelKey: "x",
+		Transport: "email", RecipientID: "1", Status: receipts.ReceiptSending, MaxAttempts: 3, DueAt: now, ExpiresAt: now}}); err == nil {
+		t.Fatal("a receipt inserted as sending without a lease")
+	}
+}

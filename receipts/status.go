@@ -61,10 +61,12 @@ var Transitions = map[Kind]map[Status][]Status{
 	},
 }
 
-// InitialStates are the states a row may be created in.
+// InitialStates are the states a row may be created in. A worker inserts a dispatch it sees
+// first already claimed (fanning_out), and the one delivery of a fan-out it delivers inline
+// already claimed (sending): the same claims, one round trip fewer.
 var InitialStates = map[Kind][]Status{
-	KindDispatch: {DispatchAccepted, DispatchRejected, DispatchDuplicate},
-	KindReceipt:  {ReceiptScheduled, ReceiptSkipped, ReceiptFailed},
+	KindDispatch: {DispatchAccepted, DispatchFanningOut, DispatchRejected, DispatchDuplicate},
+	KindReceipt:  {ReceiptScheduled, ReceiptSending, ReceiptSkipped, ReceiptFailed},
 }
 
 // CanTransition reports whether kind may move from → to.

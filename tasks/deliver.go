@@ -52,6 +52,11 @@ func (w *Worker) deliver(ctx context.Context, id string, pre *hydrated) error {
 	case receipts.ClaimBusy:
 		return nil
 	}
+	return w.deliverClaimed(ctx, c, pre)
+}
+
+// deliverClaimed runs the attempt of a claimed delivery and records its outcome, fenced.
+func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hydrated) error {
 	r := c.Receipt
 	log := w.log.With().Str("receipt_id", r.ID).Str("dispatch_id", r.DispatchID).Str("event_id", r.EventID).
 		Str("channel", r.ChannelKey).Int("attempt", r.Attempt).Logger()
@@ -63,7 +68,7 @@ func (w *Worker) deliver(ctx context.Context, id string, pre *hydrated) error {
 	o, red := w.attempt(ctx, r, pre)
 	o.LastError = red.apply(o.LastError)
 	o.Subject = red.apply(o.Subject)
-	err = w.record(ctx, func(ctx context.Context) error { return w.store.FinishReceipt(ctx, r.ID, r.Attempt, o) })
+	err := w.record(ctx, func(ctx context.Context) error { return w.store.FinishReceipt(ctx, r.ID, r.Attempt, o) })
 	if errors.Is(err, receipts.ErrTransition) {
 		log.Warn().Str("outcome", string(o.Status)).Msg("lease was taken over before the outcome was recorded")
 		return nil
@@ -79,7 +84,10 @@ func (w *Worker) deliver(ctx context.Context, id string, pre *hydrated) error {
 	case receipts.ReceiptRetrying:
 		log.Warn().Str("reason", o.LastError).Time("due_at", o.DueAt).Msg("delivery will be retried")
 		if o.DueAt.Before(time.Now().Add(w.cfg.Horizon)) {
-			_ = w.enqueueReceipts(ctx, []receipts.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}})
+			due := []receipts.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}}
+			if err := w.store.MarkReceiptsEnqueued(ctx, []string{r.ID}); err == nil {
+				w.enqueueReceiptTasks(ctx, due)
+			}
 		}
 		return asynq.RevokeTask
 	default:

@@ -23,11 +23,15 @@ func (w *Worker) HandleDispatch(ctx context.Context, t *asynq.Task) error {
 		return w.reject(ctx, t, err.Error())
 	}
 	if p.EventID != "" {
-		if err := w.firstSight(ctx, p); err != nil {
-			if errors.Is(err, errSettled) {
-				return asynq.RevokeTask
-			}
+		row, err := w.firstSight(ctx, p)
+		if errors.Is(err, errSettled) {
+			return asynq.RevokeTask
+		}
+		if err != nil {
 			return err
+		}
+		if row != nil && row.Status == receipts.DispatchFanningOut {
+			return w.fanOutClaimed(ctx, row) // inserted already claimed
 		}
 	}
 	return w.fanOut(ctx, p.DispatchID)
@@ -35,25 +39,26 @@ func (w *Worker) HandleDispatch(ctx context.Context, t *asynq.Task) error {
 
 var errSettled = errors.New("settled on first sight")
 
-// firstSight inserts the dispatch row from the payload, answering idempotency.
-func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) error {
+// firstSight inserts the dispatch row from the payload — claimed for this worker when it is
+// due — answering idempotency. It returns the inserted row, or nil if the row already existed.
+func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) (*receipts.Dispatch, error) {
 	fp, err := Fingerprint(p.EventID, p.Refs, p.Vars) // vars were checked by DecodeDispatch
 	if err != nil {
-		return err
+		return nil, err
 	}
 	vars, err := canonicalVars(p.Vars)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	nd := receipts.NewDispatch{ID: p.DispatchID, EventID: p.EventID, Refs: p.Refs, Vars: vars, Sealed: p.Secrets,
-		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt}
+		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt, ClaimFor: w.cfg.Lease}
 	res, err := w.store.InsertDispatch(ctx, nd, w.cfg.IdempotencyWindow)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if res.Outcome == receipts.Duplicate || res.Outcome == receipts.Conflict {
 		if err := w.store.InsertSettled(ctx, nd, res); err != nil {
-			return err
+			return nil, err
 		}
 		ev := w.log.Info()
 		if res.Outcome == receipts.Conflict {
@@ -62,9 +67,9 @@ func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) error {
 		w.metrics.dispatches.WithLabelValues(map[bool]string{true: "rejected", false: "duplicate"}[res.Outcome == receipts.Conflict]).Inc()
 		ev.Str("dispatch_id", p.DispatchID).Str("event_id", p.EventID).Str("of", res.Of).
 			Bool("conflict", res.Outcome == receipts.Conflict).Msg("idempotency key already used; nothing sent")
-		return errSettled
+		return nil, errSettled
 	}
-	return nil
+	return res.Row, nil
 }
 
 // reject records a task too broken to have a row of its own, then revokes it.
@@ -97,10 +102,15 @@ func (w *Worker) fanOut(ctx context.Context, id string) error {
 	case receipts.ClaimBusy:
 		return nil
 	}
+	return w.fanOutClaimed(ctx, row)
+}
+
+// fanOutClaimed runs the fan-out of a dispatch this worker has claimed.
+func (w *Worker) fanOutClaimed(ctx context.Context, row *receipts.Dispatch) error {
 	f := &fanout{w: w, row: row}
 	f.run(ctx)
 	if errors.Is(f.err, receipts.ErrTransition) {
-		w.log.Warn().Str("dispatch_id", id).Int("attempt", row.Attempt).Msg("fan-out lease was taken over; leaving the dispatch to its new owner")
+		w.log.Warn().Str("dispatch_id", row.ID).Int("attempt", row.Attempt).Msg("fan-out lease was taken over; leaving the dispatch to its new owner")
 		return nil
 	}
 	return f.err
@@ -191,6 +201,7 @@ func (f *fanout) run(ctx context.Context) {
 		return
 	}
 	var rs []receipts.NewReceipt
+	seen := map[string]bool{}
 	for _, ch := range chs {
 		rcs, err := ev.Recipients(ctx, d, ch)
 		if err != nil {
@@ -203,6 +214,12 @@ func (f *fanout) run(ctx context.Context) {
 			maxAttempts = w.cfg.MaxAttempts
 		}
 		for _, rc := range rcs {
+			if key := ch.Key + "\x00" + rc.Key(); rc.Key() != "" {
+				if seen[key] {
+					continue // one delivery per (channel, recipient)
+				}
+				seen[key] = true
+			}
 			nr := receipts.NewReceipt{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: row.ID, EventID: row.EventID,
 				ChannelKey: ch.Key, Transport: ch.Transport, Audience: ch.Audience, RecipientID: rc.Key(),
 				Recipient:   receipts.Recipient{Address: rc.Address, Name: rc.Name, Locale: rc.Locale},
@@ -217,12 +234,39 @@ func (f *fanout) run(ctx context.Context) {
 				nr.Status, nr.LastError = receipts.ReceiptSkipped, cmpOr(dec.Reason, "should_send said no")
 			case w.cfg.Senders[ch.Transport] == nil:
 				nr.Status, nr.LastError = receipts.ReceiptFailed, fmt.Sprintf("no sender configured for transport %q on this worker", ch.Transport)
+			default:
+				nr.Status = receipts.ReceiptScheduled
 			}
 			rs = append(rs, nr)
 		}
 	}
-	// Step 7 with 4 and 5: minted values, receipts and fanned_out commit together (fenced on the
-	// attempt); from then on the promoter owns any receipt whose task is lost.
+
+	// Step 6 decided before the commit: a single delivery due now is inserted already claimed
+	// and delivered inline; deliveries due within the horizon are marked enqueued and enqueued
+	// right after; later ones are left to the promoter.
+	now := time.Now()
+	var scheduled []int
+	for i := range rs {
+		if rs[i].Status == receipts.ReceiptScheduled {
+			scheduled = append(scheduled, i)
+		}
+	}
+	inline := -1
+	if len(scheduled) == 1 && !w.cfg.DisableInline && !rs[scheduled[0]].DueAt.After(now) {
+		inline = scheduled[0]
+		rs[inline].Status, rs[inline].ClaimFor = receipts.ReceiptSending, w.cfg.Lease
+	}
+	var toEnqueue []receipts.DueTask
+	for _, i := range scheduled {
+		if i != inline && !rs[i].DueAt.After(now.Add(w.cfg.Horizon)) {
+			rs[i].Enqueued = true
+			toEnqueue = append(toEnqueue, receipts.DueTask{ID: rs[i].ID, DueAt: rs[i].DueAt})
+		}
+	}
+
+	// Steps 4, 5 and 7 commit together, fenced on the attempt: minted values, receipts, fanned_out.
+	// A claimed dispatch has no receipts yet (they only ever commit with fanned_out), so every
+	// receipt here is new. From then on the promoter owns any receipt whose task is lost.
 	err = w.record(ctx, func(ctx context.Context) error {
 		return pgx.BeginFunc(ctx, w.cfg.DB, func(tx pgx.Tx) error {
 			st := receipts.New(tx)
@@ -244,37 +288,27 @@ func (f *fanout) run(ctx context.Context) {
 	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
 	w.log.Debug().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("receipts", len(rs)).Msg("fanned out")
 
-	// Step 6: deliver inline, enqueue within the horizon, or leave to the promoter.
-	open, err := w.store.OpenReceipts(ctx, row.ID)
-	if err != nil {
-		f.err = err
+	if inline >= 0 {
+		r, err := w.store.GetReceipt(ctx, rs[inline].ID)
+		if err != nil {
+			f.err = err
+			return
+		}
+		f.err = w.deliverClaimed(ctx, &receipts.Claim{Receipt: r}, &hydrated{ev: ev, d: d, red: f.red, channels: chs})
 		return
 	}
-	if len(open) == 1 && !w.cfg.DisableInline && !open[0].DueAt.After(time.Now()) {
-		f.err = w.deliver(ctx, open[0].ID, &hydrated{ev: ev, d: d, red: f.red, channels: chs})
-		return
-	}
-	f.err = w.enqueueReceipts(ctx, open)
+	w.enqueueReceiptTasks(ctx, toEnqueue)
 }
 
-func (w *Worker) enqueueReceipts(ctx context.Context, open []receipts.DueTask) error {
-	horizon := time.Now().Add(w.cfg.Horizon)
-	var ids []string
-	for _, r := range open {
-		if r.DueAt.After(horizon) {
-			continue
-		}
+// enqueueReceiptTasks hands deliver tasks to asynq for receipts already marked enqueued. A
+// failure is left to the promoter, which enqueues again after RequeueAfter.
+func (w *Worker) enqueueReceiptTasks(ctx context.Context, due []receipts.DueTask) {
+	for _, r := range due {
 		p, _ := json.Marshal(DeliverPayload{V: 1, ReceiptID: r.ID, Attempt: r.Attempt})
 		if err := w.enqueue(ctx, TypeDeliver, DeliverTaskID(r.ID, r.Attempt), p, r.DueAt); err != nil {
 			w.log.Warn().Err(err).Str("receipt_id", r.ID).Msg("enqueue failed; the promoter will retry")
-			continue
 		}
-		ids = append(ids, r.ID)
 	}
-	if len(ids) == 0 {
-		return nil
-	}
-	return w.store.MarkReceiptsEnqueued(ctx, ids)
 }
 
 // unknown retries for UnknownEventFor after acceptance (rolling deploys), then fails.
