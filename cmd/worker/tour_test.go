@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
@@ -14,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/testenv"
 )
@@ -24,13 +24,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // worker with the development mailbox, dispatch with enqueue, read the mail and the receipt.
 func TestReadmeTour(t *testing.T) {
 	t.Parallel()
-	bin := t.TempDir()
-	for _, name := range []string{"worker", "enqueue"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), "../"+name).CombinedOutput()
-		if err != nil {
-			t.Fatalf("build %s: %v\n%s", name, err, out)
-		}
-	}
+	bin := binaries(t)
 	resetKey := bytes.Repeat([]byte{7}, 32)
 	env := append(os.Environ(),
 		"HERALD_REDIS_URL="+testenv.RedisURL(t),
@@ -58,35 +52,8 @@ func TestReadmeTour(t *testing.T) {
 		t.Fatalf("seed: %v %s", err, out)
 	}
 
-	w := exec.Command(filepath.Join(bin, "worker"))
-	w.Env = env
-	stderr, _ := w.StderrPipe()
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	started := make(chan struct{})
-	var logs testenv.LogBuffer
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := false
-		for sc.Scan() {
-			_, _ = logs.Write([]byte(sc.Text() + "\n"))
-			if !once && strings.Contains(sc.Text(), "herald worker started") {
-				once = true
-				close(started)
-			}
-		}
-		exited <- w.Wait()
-	}()
-	t.Cleanup(func() { _ = w.Process.Kill() })
-	select {
-	case <-started:
-	case err := <-exited:
-		t.Fatalf("worker exited: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("worker did not start")
-	}
+	w := startWorker(t, env)
+	logs := w.logs
 
 	out, err := cmd("enqueue", "dispatch", "accounts.password_reset", "--ref", "user=users/42")
 	if err != nil {
@@ -149,9 +116,9 @@ func TestReadmeTour(t *testing.T) {
 		t.Fatal("the reset token appears in the worker's logs")
 	}
 
-	_ = w.Process.Signal(syscall.SIGINT)
+	_ = w.cmd.Process.Signal(syscall.SIGINT)
 	select {
-	case err := <-exited:
+	case err := <-w.exited:
 		if err != nil {
 			t.Fatalf("worker exit after Ctrl-C: %v\n%s", err, logs.String())
 		}
@@ -179,5 +146,79 @@ func TestWorkerRefusesMissingSettings(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}
+	}
+}
+
+// TestCrashRecovery kills a worker process (SIGKILL) in the middle of an SMTP send and starts
+// another: the delivery is reclaimed once its lease expires, flagged in_doubt, sent, and
+// nothing is lost.
+func TestCrashRecovery(t *testing.T) {
+	t.Parallel()
+	smtp := emailtest.Start(t)
+	env := append(os.Environ(),
+		"HERALD_REDIS_URL="+testenv.RedisURL(t),
+		"HERALD_DATABASE_URL="+testenv.DatabaseURL(t),
+		"HERALD_QUEUE="+testenv.Queue(t),
+		"HERALD_SMTP_URL="+smtp.URL(),
+		"HERALD_MAIL_FROM=Herald <noreply@herald.test>",
+		"HERALD_SECRET_KEYS=dev1:"+base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32)),
+		"HERALD_HTTP_ADDR=off",
+		"HERALD_LOG_FORMAT=json",
+		"HERALD_EXAMPLE_RESET_KEY="+base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)),
+		// Short timings so the lease of the killed worker expires within the test.
+		"HERALD_SEND_TIMEOUT=20s", "HERALD_LEASE=25s", "HERALD_TASK_TIMEOUT=22s", "HERALD_SHUTDOWN_TIMEOUT=21s",
+		"HERALD_PROMOTER_INTERVAL=200ms",
+	)
+	run := func(name string, args ...string) string {
+		c := exec.Command(filepath.Join(binaries(t), name), args...)
+		c.Env, c.Dir = env, t.TempDir()
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	run("worker", "migrate")
+	run("worker", "seed-examples")
+	inData := smtp.SetDelay(10 * time.Minute) // the relay hangs in DATA: the send is in flight
+	first := startWorker(t, env)
+	id := run("enqueue", "dispatch", "accounts.password_reset", "--ref", "user=users/42")
+	select {
+	case <-inData:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the send never started")
+	}
+	_ = first.cmd.Process.Kill() // SIGKILL: no shutdown, no final update
+	<-first.exited
+	smtp.SetDelay(0)
+
+	second := startWorker(t, env)
+	deadline := time.Now().Add(60 * time.Second) // lease 25s + promoter + send
+	var status struct {
+		Receipts []struct {
+			Status  string `json:"status"`
+			Attempt int    `json:"attempt"`
+			InDoubt bool   `json:"in_doubt"`
+		} `json:"receipts"`
+	}
+	for {
+		_ = json.Unmarshal([]byte(run("enqueue", "--json", "status", id)), &status)
+		if len(status.Receipts) == 1 && status.Receipts[0].Status == "sent" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not recovered: %+v\n%s", status, second.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r := status.Receipts[0]
+	if !r.InDoubt || r.Attempt != 2 {
+		t.Fatalf("recovered receipt: %+v", r)
+	}
+	if n := len(smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails: the killed send never completed, so exactly one must have arrived", n)
+	}
+	if !strings.Contains(second.logs.String(), "in doubt") {
+		t.Fatal("the reclaim was not logged as in doubt")
 	}
 }

@@ -45,6 +45,7 @@ type Server struct {
 	failures []*smtp.SMTPError // answered to DATA, in order, before accepting
 	delay    time.Duration     // before answering DATA
 	inData   chan struct{}     // closed when a DATA command starts waiting out the delay
+	release  chan struct{}     // closed by the next SetDelay: waiting DATA commands give up
 	user     string
 	pass     string
 	changed  chan struct{}
@@ -97,11 +98,18 @@ func (s *Server) FailNext(errs ...*smtp.SMTPError) {
 
 // SetDelay makes the server wait d before answering each DATA command (a slow relay), and
 // returns a channel closed when the first delayed DATA begins.
+//
+// A DATA command still waiting when SetDelay is called again is answered 421 and its message
+// dropped, as a relay that gave up would.
 func (s *Server) SetDelay(d time.Duration) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.release != nil {
+		close(s.release)
+	}
 	s.delay = d
 	s.inData = make(chan struct{})
+	s.release = make(chan struct{})
 	return s.inData
 }
 
@@ -205,8 +213,8 @@ func (ss *session) Data(r io.Reader) error {
 		return err
 	}
 	ss.s.mu.Lock()
-	delay, started := ss.s.delay, ss.s.inData
-	if started != nil {
+	delay, started, release := ss.s.delay, ss.s.inData, ss.s.release
+	if started != nil && delay > 0 {
 		select {
 		case <-started:
 		default:
@@ -214,7 +222,13 @@ func (ss *session) Data(r io.Reader) error {
 		}
 	}
 	ss.s.mu.Unlock()
-	time.Sleep(delay)
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-release:
+			return Reply(421, "4.3.2", "giving up on this message")
+		}
+	}
 	ss.s.mu.Lock()
 	defer ss.s.mu.Unlock()
 	if len(ss.s.failures) > 0 {
