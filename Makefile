@@ -28,6 +28,10 @@ vet: ## go vet and gofmt check
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
 
+.PHONY: lint
+lint: ## golangci-lint with the project's configuration (pinned version, fetched by go run)
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
 .PHONY: fuzz
 fuzz: ## Fuzz the untrusted-input parsers for 20s each
 	$(GO) test ./events -run '^$$' -fuzz FuzzParseRef -fuzztime 20s

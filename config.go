@@ -158,10 +158,10 @@ func (c Config) Validate() error {
 			errs = append(errs, errors.New("HERALD_DATABASE_URL is not a valid PostgreSQL URL (postgres://user:pass@host:5432/dbname)"))
 		}
 	}
-	switch {
-	case c.SMTPURL == "":
+	switch c.SMTPURL {
+	case "":
 		errs = append(errs, errors.New("HERALD_SMTP_URL is not set: set it to smtp://user:pass@host:587?tls=starttls, or to capture:// to keep mail in the development mailbox"))
-	case c.SMTPURL == "capture://":
+	case "capture://":
 	default:
 		if _, err := email.ParseURL(c.SMTPURL); err != nil {
 			errs = append(errs, err)

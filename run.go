@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 		if err != nil {
 			return err
 		}
-		defer s.Close()
+		defer func() { _ = s.Close() }()
 		senders[events.TransportEmail] = s
 		log.Info().Str("smtp", s.Endpoint().String()).Msg("email transport configured")
 	}
@@ -97,7 +97,7 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 	if err != nil {
 		return fmt.Errorf("herald: %w", err)
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 
 	var srv *http.Server
 	addr := ""
@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 		cfg.HTTPAddr = ":8080"
 	}
 	if cfg.HTTPAddr != "off" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr)
 		if err != nil {
 			return fmt.Errorf("herald: HERALD_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 		}
@@ -136,7 +136,7 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 	<-ctx.Done()
 	log.Info().Msg("shutting down: waiting for running deliveries")
 	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = srv.Shutdown(sctx)
 		cancel()
 	}
@@ -179,7 +179,7 @@ func checkRedis(ctx context.Context, opt asynq.RedisConnOpt, log zerolog.Logger)
 	if !ok {
 		return nil
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	info, err := rc.Info(cctx, "server", "memory").Result()

@@ -133,7 +133,7 @@ func TestSampleHelpersCarryMarker(t *testing.T) {
 		t.Error("a real address reported as sample")
 	}
 	for _, c := range events.SampleMarker {
-		if !(c == '-' || c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+		if c != '-' && c != '_' && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (c < '0' || c > '9') {
 			t.Fatalf("marker has %q outside [A-Za-z0-9_-]", c)
 		}
 	}

@@ -102,12 +102,12 @@ type prepared struct {
 
 func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any, opts []Option) (*prepared, error) {
 	if err := events.ValidateID(eventID); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidDispatch, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
 	}
 	seen := map[string]bool{}
 	for _, r := range refs {
 		if err := r.Validate(); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrInvalidDispatch, err)
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
 		}
 		if seen[r.Name] {
 			return nil, fmt.Errorf("%w: reference name %q appears twice", ErrInvalidDispatch, r.Name)
@@ -141,10 +141,10 @@ func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any,
 	}
 	raw, err := json.Marshal(plain)
 	if err != nil {
-		return nil, fmt.Errorf("%w: variables: %v", ErrInvalidDispatch, err)
+		return nil, fmt.Errorf("%w: variables: %w", ErrInvalidDispatch, err)
 	}
 	if p.vars, err = canonicalVars(raw); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidDispatch, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
 	}
 	return p, nil
 }

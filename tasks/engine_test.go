@@ -135,7 +135,7 @@ func TestDelayedChannels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs := b.smtp.WaitFor(t, 1, 2*time.Second+5*time.Second)
+	b.smtp.WaitFor(t, 1, 2*time.Second+5*time.Second)
 	if el := time.Since(start); el < 2*time.Second {
 		t.Fatalf("2s-delayed channel sent after %v", el)
 	}
@@ -143,7 +143,7 @@ func TestDelayedChannels(t *testing.T) {
 	if len(rs) != 2 {
 		t.Fatalf("%d receipts", len(rs))
 	}
-	msgs = b.smtp.WaitFor(t, 2, 4*time.Second+5*time.Second)
+	b.smtp.WaitFor(t, 2, 4*time.Second+5*time.Second)
 	if el := time.Since(start); el < 4*time.Second {
 		t.Fatalf("4s-delayed channel sent after %v", el)
 	}
@@ -156,7 +156,6 @@ func TestDelayedChannels(t *testing.T) {
 			t.Fatalf("receipt %s sent at %v before due %v", r.ChannelKey, r.SentAt, r.DueAt)
 		}
 	}
-	_ = msgs
 }
 
 // TestDuplicateAndRacingDeliveries runs the same deliver task twice and from two workers at
@@ -641,14 +640,14 @@ func TestTwoWorkersShareTheLoad(t *testing.T) {
 		}
 		_ = tx.Commit(ctx)
 	}
-	msgs := b.smtp.WaitFor(t, n, 30*time.Second)
+	b.smtp.WaitFor(t, n, 30*time.Second)
 	waitFor(t, 10*time.Second, "every receipt sent", func() bool {
 		var sent int
 		_ = b.pool.QueryRow(ctx, `SELECT count(*) FROM herald.receipts WHERE status = 'sent' AND attempt = 1`).Scan(&sent)
 		return sent == n
 	})
 	time.Sleep(500 * time.Millisecond) // a bounded look for duplicates
-	msgs = b.smtp.Messages()
+	msgs := b.smtp.Messages()
 	ids := map[string]bool{}
 	for _, m := range msgs {
 		ids[m.MessageID] = true

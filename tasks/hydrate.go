@@ -60,7 +60,7 @@ func (w *Worker) buildDispatch(ctx context.Context, row *receipts.Dispatch) (*ev
 	}
 	for _, ref := range row.Refs {
 		if err := ref.Validate(); err != nil {
-			return nil, red, fmt.Errorf("%w: %v", errBadRef, err)
+			return nil, red, fmt.Errorf("%w: %w", errBadRef, err)
 		}
 		l, ok := w.cfg.Registry.Loader(ref.Resource)
 		if !ok {

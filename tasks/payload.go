@@ -56,7 +56,7 @@ func DecodeDispatch(b []byte) (DispatchPayload, error) {
 	}
 	if len(p.Vars) > 0 {
 		if _, err := canonicalVars(p.Vars); err != nil {
-			return p, fmt.Errorf("%w: vars: %v", ErrMalformedPayload, err)
+			return p, fmt.Errorf("%w: vars: %w", ErrMalformedPayload, err)
 		}
 	}
 	return p, nil
@@ -78,7 +78,7 @@ func strictDecode(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformedPayload, err)
+		return fmt.Errorf("%w: %w", ErrMalformedPayload, err)
 	}
 	if dec.More() {
 		return fmt.Errorf("%w: trailing data", ErrMalformedPayload)

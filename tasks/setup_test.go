@@ -33,19 +33,18 @@ const secretKeys = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 // bundle is one test's Herald: its own database, queue, SMTP server, worker and client.
 type bundle struct {
-	t       testing.TB
-	pool    *pgxpool.Pool
-	store   *receipts.Store
-	queue   string
-	redis   asynq.RedisClientOpt
-	smtp    *emailtest.Server
-	reg     *events.Registry
-	cfg     tasks.Config
-	worker  *tasks.Worker
-	client  *tasks.Client
-	logs    *testenv.LogBuffer
-	tokens  *examples.Tokens
-	started bool
+	t      testing.TB
+	pool   *pgxpool.Pool
+	store  *receipts.Store
+	queue  string
+	redis  asynq.RedisClientOpt
+	smtp   *emailtest.Server
+	reg    *events.Registry
+	cfg    tasks.Config
+	worker *tasks.Worker
+	client *tasks.Client
+	logs   *testenv.LogBuffer
+	tokens *examples.Tokens
 }
 
 type option func(*bundle)

@@ -169,7 +169,7 @@ func (c *dispatchCmd) run(ctx context.Context, e *env) error {
 		if key, ok := strings.CutSuffix(k, ":"); ok { // key:=JSON
 			var j any
 			if err := json.Unmarshal([]byte(v), &j); err != nil {
-				return fmt.Errorf("--var %s:=…: not JSON: %v", key, err)
+				return fmt.Errorf("--var %s:=…: not JSON: %w", key, err)
 			}
 			vars[key] = json.RawMessage(v)
 			continue
@@ -232,7 +232,7 @@ func (c *dispatchCmd) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	defer client.Close()
+	defer func() { _ = client.Close() }()
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	id, err := client.Dispatch(ctx, c.Event, refs, vars, opts...)
@@ -286,7 +286,7 @@ func (c *statusCmd) run(ctx context.Context, e *env) error {
 	store := receipts.New(pool)
 	d, err := store.GetDispatch(ctx, c.ID)
 	if errors.Is(err, receipts.ErrNotFound) {
-		queued, qerr := e.queued(c.ID)
+		queued, qerr := e.queued(ctx, c.ID)
 		if qerr != nil {
 			return qerr
 		}
@@ -336,16 +336,16 @@ func (c *statusCmd) run(ctx context.Context, e *env) error {
 }
 
 // queued reports whether the dispatch's first task is still waiting in Redis.
-func (e *env) queued(id string) (bool, error) {
+func (e *env) queued(ctx context.Context, id string) (bool, error) {
 	ropt, err := e.redis()
 	if err != nil {
 		return false, err
 	}
-	if err := cli.PingRedis(context.Background(), ropt); err != nil {
+	if err := cli.PingRedis(ctx, ropt); err != nil {
 		return false, err
 	}
 	insp := asynq.NewInspector(ropt)
-	defer insp.Close()
+	defer func() { _ = insp.Close() }()
 	info, err := insp.GetTaskInfo(e.queue(), tasks.DispatchTaskID(id, 0))
 	if errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound) {
 		return false, nil

@@ -88,7 +88,7 @@ func TestReadmeTour(t *testing.T) {
 	if err != nil || !strings.Contains(out, "Reset your password") || !strings.Contains(out, "ada@example.com") {
 		t.Fatalf("mailbox list: %v %s", err, out)
 	}
-	out, err = cmd("enqueue", "--json", "mailbox", "list")
+	out, _ = cmd("enqueue", "--json", "mailbox", "list")
 	var mails []struct {
 		ID        int64  `json:"id"`
 		ReceiptID string `json:"receipt_id"`

@@ -33,7 +33,7 @@ func PingRedis(ctx context.Context, opt asynq.RedisConnOpt) error {
 	if !ok {
 		return nil
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := rc.Ping(ctx).Err(); err != nil {
@@ -41,7 +41,7 @@ func PingRedis(ctx context.Context, opt asynq.RedisConnOpt) error {
 		if o, ok := opt.(asynq.RedisClientOpt); ok {
 			addr = " at " + o.Addr
 		}
-		return fmt.Errorf("Redis%s (HERALD_REDIS_URL) does not answer: %v", addr, err)
+		return fmt.Errorf("Redis%s (HERALD_REDIS_URL) does not answer: %w", addr, err)
 	}
 	return nil
 }

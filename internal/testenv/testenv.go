@@ -70,7 +70,7 @@ func DropQueue(opt asynq.RedisClientOpt, q string) {
 	_ = insp.DeleteQueue(q, true)
 	_ = insp.Close()
 	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Username: opt.Username, Password: opt.Password})
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	iter := rc.Scan(ctx, 0, "asynq:{"+q+"}:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		rc.Del(ctx, iter.Val())
@@ -127,7 +127,7 @@ func DatabaseURL(t testing.TB) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c := adminConn(ctx, t)
-		defer c.Close(ctx)
+		defer func() { _ = c.Close(ctx) }()
 		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
 			t.Logf("drop test database %s: %v", name, err)
 		}
@@ -149,7 +149,7 @@ func DB(t testing.TB) *pgxpool.Pool {
 func makeTemplate(ctx context.Context, t testing.TB, base string) (string, error) {
 	name := Name("herald_tpl")
 	c := adminConn(ctx, t)
-	defer c.Close(ctx)
+	defer func() { _ = c.Close(ctx) }()
 	if _, err := c.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", err
 	}

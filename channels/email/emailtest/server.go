@@ -5,6 +5,7 @@ package emailtest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -63,7 +64,7 @@ func Start(t testing.TB) *Server {
 	srv.WriteTimeout = 30 * time.Second
 	srv.MaxRecipients = 10
 	srv.EnableSMTPUTF8 = true
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

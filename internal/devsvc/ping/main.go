@@ -30,9 +30,9 @@ func run(ctx context.Context) error {
 	opt.MaxRetries = -1
 	redis.SetLogger(quiet{})
 	rc := redis.NewClient(opt)
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	if err := rc.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("Redis at %s (HERALD_TEST_REDIS_URL) does not answer: %v", opt.Addr, err)
+		return fmt.Errorf("Redis at %s (HERALD_TEST_REDIS_URL) does not answer: %w", opt.Addr, err)
 	}
 	cfg, err := pgx.ParseConfig(durl)
 	if err != nil {
@@ -40,7 +40,7 @@ func run(ctx context.Context) error {
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("PostgreSQL at %s:%d (HERALD_TEST_DATABASE_URL) does not answer: %v", cfg.Host, cfg.Port, err)
+		return fmt.Errorf("PostgreSQL at %s:%d (HERALD_TEST_DATABASE_URL) does not answer: %w", cfg.Host, cfg.Port, err)
 	}
 	return conn.Close(ctx)
 }
