@@ -237,3 +237,15 @@ func (s *Store) ExpireLeaseForTest(ctx context.Context, id string) error {
 	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET lease_until = now() - interval '1 second' WHERE id = $1`, id)
 	return err
 }
+
+// CancelReceipts cancels the deliveries of a dispatch that have not started: scheduled or
+// retrying ones (the transition table's predecessors of canceled). A delivery being sent
+// finishes. It returns how many were canceled.
+func (s *Store) CancelReceipts(ctx context.Context, dispatchID, reason string) (int64, error) {
+	tag, err := s.q.Exec(ctx, `UPDATE herald.receipts SET status = 'canceled', last_error = NULLIF($2, ''), lease_until = NULL,
+		updated_at = now() WHERE dispatch_id = $1 AND status = ANY($3)`, dispatchID, reason, From(KindReceipt, ReceiptCanceled))
+	if err != nil {
+		return 0, fmt.Errorf("cancel receipts of dispatch %s: %w", dispatchID, err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -25,6 +25,8 @@ type root struct {
 	JSON     bool        `help:"Print JSON instead of text."`
 	Dispatch dispatchCmd `cmd:"" help:"Dispatch an event; prints the dispatch id."`
 	Status   statusCmd   `cmd:"" help:"Show a dispatch and its receipts."`
+	Cancel   cancelCmd   `cmd:"" help:"Cancel a dispatch's deliveries that have not started (delayed or waiting to retry)."`
+	Rejected rejectedCmd `cmd:"" help:"List tasks too broken to process (malformed payloads, missing rows)."`
 	Receipts receiptsCmd `cmd:"" help:"Inspect receipts."`
 	Mailbox  mailboxCmd  `cmd:"" help:"Read the development mailbox (HERALD_SMTP_URL=capture://)."`
 }
@@ -44,7 +46,22 @@ type statusCmd struct {
 }
 
 type receiptsCmd struct {
-	Show receiptShowCmd `cmd:"" help:"Show one receipt."`
+	Show   receiptShowCmd   `cmd:"" help:"Show one receipt."`
+	Cancel receiptCancelCmd `cmd:"" help:"Cancel one delivery that has not started."`
+}
+
+type receiptCancelCmd struct {
+	ID     string `arg:"" help:"Receipt id."`
+	Reason string `help:"Why, recorded on the receipt." default:"canceled by an operator"`
+}
+
+type cancelCmd struct {
+	ID     string `arg:"" help:"Dispatch id."`
+	Reason string `help:"Why, recorded on each canceled receipt." default:"canceled by an operator"`
+}
+
+type rejectedCmd struct {
+	Limit int `help:"How many, newest first." default:"20"`
 }
 
 type receiptShowCmd struct {
@@ -90,6 +107,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return r.Status.run(ctx, e)
 	case "receipts show <id>":
 		return r.Receipts.Show.run(ctx, e)
+	case "receipts cancel <id>":
+		return r.Receipts.Cancel.run(ctx, e)
+	case "cancel <id>":
+		return r.Cancel.run(ctx, e)
+	case "rejected":
+		return r.Rejected.run(ctx, e)
 	case "mailbox list":
 		return r.Mailbox.List.run(ctx, e)
 	case "mailbox show <id>":
@@ -431,6 +454,71 @@ func (c *mailboxShowCmd) run(ctx context.Context, e *env) error {
 		fmt.Fprintf(w, "From:       %s\nTo:         %s\nSubject:    %s\nMessage-ID: %s\nReceipt:    %s\n\n%s\n", m.From, m.To, m.Subject, m.MessageID, m.ReceiptID, m.Text)
 		if m.HTML != "" {
 			fmt.Fprintf(w, "\n--- HTML (%d bytes) ---\n%s\n", len(m.HTML), m.HTML)
+		}
+	})
+}
+
+func (c *cancelCmd) run(ctx context.Context, e *env) error {
+	pool, err := e.db(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := receipts.New(pool)
+	if _, err := store.GetDispatch(ctx, c.ID); err != nil {
+		return err
+	}
+	n, err := store.CancelReceipts(ctx, c.ID, c.Reason)
+	if err != nil {
+		return err
+	}
+	return e.print(map[string]any{"id": c.ID, "canceled": n}, func(w io.Writer) {
+		fmt.Fprintf(w, "dispatch %s: %d deliver%s canceled\n", c.ID, n, map[bool]string{true: "y", false: "ies"}[n == 1])
+	})
+}
+
+func (c *receiptCancelCmd) run(ctx context.Context, e *env) error {
+	pool, err := e.db(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := receipts.New(pool)
+	if err := store.SetStatus(ctx, receipts.KindReceipt, c.ID, receipts.ReceiptCanceled, c.Reason); err != nil {
+		if errors.Is(err, receipts.ErrTransition) {
+			st, _ := store.Status(ctx, receipts.KindReceipt, c.ID)
+			if st == "" {
+				return fmt.Errorf("receipt %s: %w", c.ID, receipts.ErrNotFound)
+			}
+			return fmt.Errorf("receipt %s is %s: only scheduled or retrying deliveries can be canceled", c.ID, st)
+		}
+		return err
+	}
+	return e.print(map[string]string{"id": c.ID, "status": "canceled"}, func(w io.Writer) {
+		fmt.Fprintf(w, "receipt %s: canceled\n", c.ID)
+	})
+}
+
+func (c *rejectedCmd) run(ctx context.Context, e *env) error {
+	pool, err := e.db(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rt, err := receipts.New(pool).ListRejectedTasks(ctx, c.Limit)
+	if err != nil {
+		return err
+	}
+	if rt == nil {
+		rt = []receipts.RejectedTask{}
+	}
+	return e.print(rt, func(w io.Writer) {
+		if len(rt) == 0 {
+			fmt.Fprintln(w, "no rejected tasks")
+			return
+		}
+		for _, t := range rt {
+			fmt.Fprintf(w, "%s  %-15s %-50s %s\n", t.CreatedAt.Local().Format(time.DateTime), t.TaskType, t.TaskID, t.Reason)
 		}
 	})
 }

@@ -6,9 +6,14 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -40,7 +45,8 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	t.Parallel()
 	b := &bundle{env: map[string]string{}}
 	for _, args := range [][]string{{"--help"}, {"dispatch", "--help"}, {"status", "--help"}, {"receipts", "show", "--help"},
-		{"mailbox", "list", "--help"}, {"mailbox", "show", "--help"}} {
+		{"mailbox", "list", "--help"}, {"mailbox", "show", "--help"}, {"cancel", "--help"}, {"receipts", "cancel", "--help"},
+		{"rejected", "--help"}} {
 		out, err := b.run(t, args...)
 		if err != nil || !strings.Contains(out, "Usage: enqueue") {
 			t.Errorf("%v: %v\n%s", args, err, out)
@@ -130,4 +136,51 @@ func TestDispatchQueuedAndOutbox(t *testing.T) {
 		t.Fatalf("mailbox: %v %q", err, out)
 	}
 	_ = examples.User{}
+}
+
+func TestCancelAndRejected(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, b.env["HERALD_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := receipts.New(pool)
+	out, err := b.run(t, "dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out)
+	now := time.Now()
+	for _, key := range []string{"later", "sooner"} {
+		if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: id, EventID: "accounts.password_reset",
+			ChannelKey: key, Transport: "email", RecipientID: "42", MaxAttempts: 3, DueAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, _ := store.ListReceipts(ctx, id)
+	out, err = b.run(t, "receipts", "cancel", rs[0].ID, "--reason", "changed my mind")
+	if err != nil || !strings.Contains(out, "canceled") {
+		t.Fatalf("receipts cancel: %v %q", err, out)
+	}
+	if _, err := b.run(t, "receipts", "cancel", rs[0].ID); err == nil || !strings.Contains(err.Error(), "is canceled") {
+		t.Fatalf("cancel twice: %v", err)
+	}
+	out, err = b.run(t, "cancel", id)
+	if err != nil || !strings.Contains(out, "1 delivery canceled") {
+		t.Fatalf("cancel dispatch: %v %q", err, out)
+	}
+	out, _ = b.run(t, "status", id)
+	if strings.Count(out, "canceled  attempt") != 2 || !strings.Contains(out, "changed my mind") {
+		t.Fatalf("status after cancel: %q", out)
+	}
+	if err := store.RecordRejectedTask(ctx, "herald:dispatch", "dispatch:x:0", "q", "malformed payload: unexpected EOF", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	out, err = b.run(t, "rejected")
+	if err != nil || !strings.Contains(out, "malformed payload: unexpected EOF") {
+		t.Fatalf("rejected: %v %q", err, out)
+	}
 }
