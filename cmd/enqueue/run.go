@@ -149,6 +149,15 @@ func (e *env) db(ctx context.Context) (*pgxpool.Pool, error) {
 	return herald.OpenDB(ctx, u)
 }
 
+// store opens the database named by HERALD_DATABASE_URL; done closes it.
+func (e *env) store(ctx context.Context) (*receipts.Store, func(), error) {
+	pool, err := e.db(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return receipts.New(pool), pool.Close, nil
+}
+
 func (e *env) queue() string {
 	if q := e.getenv("HERALD_QUEUE"); q != "" {
 		return q
@@ -301,12 +310,11 @@ type statusView struct {
 }
 
 func (c *statusCmd) run(ctx context.Context, e *env) error {
-	pool, err := e.db(ctx)
+	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store := receipts.New(pool)
+	defer done()
 	d, err := store.GetDispatch(ctx, c.ID)
 	if errors.Is(err, receipts.ErrNotFound) {
 		queued, qerr := e.queued(ctx, c.ID)
@@ -380,12 +388,12 @@ func (e *env) queued(ctx context.Context, id string) (bool, error) {
 }
 
 func (c *receiptShowCmd) run(ctx context.Context, e *env) error {
-	pool, err := e.db(ctx)
+	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	r, err := receipts.New(pool).GetReceipt(ctx, c.ID)
+	defer done()
+	r, err := store.GetReceipt(ctx, c.ID)
 	if err != nil {
 		return err
 	}
@@ -409,12 +417,12 @@ func (c *receiptShowCmd) run(ctx context.Context, e *env) error {
 }
 
 func (c *mailboxListCmd) run(ctx context.Context, e *env) error {
-	pool, err := e.db(ctx)
+	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	ms, err := receipts.New(pool).ListMail(ctx, c.Limit)
+	defer done()
+	ms, err := store.ListMail(ctx, c.Limit)
 	if err != nil {
 		return err
 	}
@@ -441,12 +449,12 @@ func (c *mailboxListCmd) run(ctx context.Context, e *env) error {
 }
 
 func (c *mailboxShowCmd) run(ctx context.Context, e *env) error {
-	pool, err := e.db(ctx)
+	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	m, err := receipts.New(pool).GetMail(ctx, c.ID)
+	defer done()
+	m, err := store.GetMail(ctx, c.ID)
 	if err != nil {
 		return err
 	}
@@ -459,12 +467,11 @@ func (c *mailboxShowCmd) run(ctx context.Context, e *env) error {
 }
 
 func (c *cancelCmd) run(ctx context.Context, e *env) error {
-	pool, err := e.db(ctx)
+	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store := receipts.New(pool)
+	defer done()
 	if _, err := store.GetDispatch(ctx, c.ID); err != nil {
 		return err
 	}
@@ -478,12 +485,11 @@ func (c *cancelCmd) run(ctx context.Context, e *env) error {
 }
 
 func (c *receiptCancelCmd) run(ctx context.Context, e *env) error {
-	pool, err := e.db(ctx)
+	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store := receipts.New(pool)
+	defer done()
 	if err := store.SetStatus(ctx, receipts.KindReceipt, c.ID, receipts.ReceiptCanceled, c.Reason); err != nil {
 		if errors.Is(err, receipts.ErrTransition) {
 			st, _ := store.Status(ctx, receipts.KindReceipt, c.ID)
@@ -500,12 +506,12 @@ func (c *receiptCancelCmd) run(ctx context.Context, e *env) error {
 }
 
 func (c *rejectedCmd) run(ctx context.Context, e *env) error {
-	pool, err := e.db(ctx)
+	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	rt, err := receipts.New(pool).ListRejectedTasks(ctx, c.Limit)
+	defer done()
+	rt, err := store.ListRejectedTasks(ctx, c.Limit)
 	if err != nil {
 		return err
 	}
