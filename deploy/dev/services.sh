@@ -32,9 +32,12 @@ ensure_installed() {
   pg_bindir >/dev/null || missing+=(postgresql)
   [ ${#missing[@]} -eq 0 ] && return
   [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
-  echo "services.sh: installing ${missing[*]} from Debian packages" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  echo "services.sh: installing ${missing[*]} from Debian packages (log: /tmp/herald-apt.log)" >&2
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/tmp/herald-apt.log 2>&1; then
+    tail -20 /tmp/herald-apt.log >&2
+    die "apt-get install ${missing[*]} failed"
+  fi
   # Debian's package starts its own cluster; we do not use it, and leave it as the package set it up.
 }
 
