@@ -68,7 +68,7 @@ func TestDispatchSendsOneEmailWithRealToken(t *testing.T) {
 		t.Fatalf("minted token not stored sealed: %+v", d.Minted)
 	}
 	// No second email turns up.
-	time.Sleep(500 * time.Millisecond) // a bounded look for an unwanted effect, not a wait for a wanted one
+	b.waitIdle()
 	if n := len(b.smtp.Messages()); n != 1 {
 		t.Fatalf("%d emails, want 1", n)
 	}
@@ -113,8 +113,11 @@ func TestDispatchTxCommitAndRollback(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Let the promoter run several ticks; nothing may appear.
-	time.Sleep(time.Second)
+	// Nothing reaches the promoter (its own pass finds nothing), and nothing exists.
+	if n := b.worker.Promote(ctx); n != 0 {
+		t.Fatalf("the promoter enqueued %d tasks after a rollback", n)
+	}
+	b.waitIdle()
 	if _, err := b.store.GetDispatch(ctx, rolled.ID); !errors.Is(err, receipts.ErrNotFound) {
 		t.Fatalf("rolled-back dispatch exists: %v", err)
 	}
@@ -205,8 +208,8 @@ func TestDuplicateAndRacingDeliveries(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	b.smtp.WaitFor(t, 2, 5*time.Second)
-	time.Sleep(300 * time.Millisecond) // a bounded look for an unwanted third email
+	// Deliveries are synchronous: once every call returned, every email that will ever be sent
+	// for these receipts has arrived.
 	if n := len(b.smtp.Messages()); n != 2 {
 		t.Fatalf("%d emails for 2 deliveries, want 2", n)
 	}
@@ -246,8 +249,7 @@ func TestReclaimAfterCrash(t *testing.T) {
 	if !got.InDoubt || got.Attempt != 2 {
 		t.Fatalf("reclaimed receipt: in_doubt %v attempt %d", got.InDoubt, got.Attempt)
 	}
-	b.smtp.WaitFor(t, 1, 5*time.Second)
-	time.Sleep(500 * time.Millisecond)
+	b.waitIdle()
 	if n := len(b.smtp.Messages()); n != 1 {
 		t.Fatalf("%d emails after one crash, want at most 1 more", n)
 	}
@@ -563,7 +565,7 @@ func TestDeliveryOutcomes(t *testing.T) {
 	}
 	b.waitReceipt(sms, receipts.ReceiptSent, 10*time.Second) // the email channel of the same dispatch still goes out
 	msgs := b.smtp.WaitFor(t, 1, 5*time.Second)
-	time.Sleep(300 * time.Millisecond) // a bounded look for unwanted emails
+	b.waitIdle()
 	if n := len(b.smtp.Messages()); n != 1 {
 		t.Fatalf("%d emails, want only the sms event's email channel: %+v", n, msgs)
 	}
@@ -601,11 +603,10 @@ func TestShutdownDuringSend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer next.Close()
-	if err := next.Start(t.Context()); err != nil {
-		t.Fatal(err)
+	if n := next.Promote(t.Context()); n != 0 {
+		t.Fatalf("the next worker's promoter found %d tasks to enqueue", n)
 	}
-	defer next.Shutdown()
-	time.Sleep(time.Second) // a bounded look for an unwanted second send
+	b.waitIdle()
 	if n := len(b.smtp.Messages()); n != 1 {
 		t.Fatalf("%d emails, want 1", n)
 	}
@@ -646,7 +647,7 @@ func TestTwoWorkersShareTheLoad(t *testing.T) {
 		_ = b.pool.QueryRow(ctx, `SELECT count(*) FROM herald.receipts WHERE status = 'sent' AND attempt = 1`).Scan(&sent)
 		return sent == n
 	})
-	time.Sleep(500 * time.Millisecond) // a bounded look for duplicates
+	b.waitIdle()
 	msgs := b.smtp.Messages()
 	ids := map[string]bool{}
 	for _, m := range msgs {

@@ -270,3 +270,22 @@ func redisClient(opt asynq.RedisClientOpt) *redis.Client {
 func newEmailSender(url string) (*email.Sender, error) {
 	return email.New(email.Config{URL: url, PoolSize: 1, SendTimeout: 5 * time.Second})
 }
+
+// waitIdle waits until nothing is left that could still send: no task of the test's queue in
+// Redis (pending, active, scheduled or retry) and no open dispatch or delivery in Postgres.
+// After it, counting emails is final — no sleep needed to look for unwanted ones.
+func (b *bundle) waitIdle() {
+	b.t.Helper()
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	waitFor(b.t, 30*time.Second, "the worker to go idle", func() bool {
+		if q, err := insp.GetQueueInfo(b.queue); err == nil && q.Pending+q.Active+q.Scheduled+q.Retry > 0 {
+			return false
+		}
+		var open int
+		_ = b.pool.QueryRow(context.Background(), `SELECT
+			(SELECT count(*) FROM herald.receipts WHERE status IN ('scheduled','sending','retrying')) +
+			(SELECT count(*) FROM herald.dispatches WHERE status IN ('accepted','fanning_out','retrying'))`).Scan(&open)
+		return open == 0
+	})
+}
