@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,15 +50,28 @@ func (e *buildError) Error() string { return "build " + e.name + ": " + e.err.Er
 
 // proc is a running worker process.
 type proc struct {
-	cmd    *exec.Cmd
-	logs   *testenv.LogBuffer
-	exited chan error
+	cmd  *exec.Cmd
+	logs *testenv.LogBuffer
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, once done
+}
+
+// wait returns the exit status, or fails the test after timeout.
+func (p *proc) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("worker did not exit within %v\n%s", timeout, p.logs.String())
+		return nil
+	}
 }
 
 // startWorker starts bin/worker with env and waits until it serves.
 func startWorker(t *testing.T, env []string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(binaries(t), "worker")), logs: &testenv.LogBuffer{}, exited: make(chan error, 1)}
+	p := &proc{cmd: exec.Command(filepath.Join(binaries(t), "worker")), logs: &testenv.LogBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
@@ -74,13 +88,23 @@ func startWorker(t *testing.T, env []string) *proc {
 				close(started)
 			}
 		}
-		p.exited <- p.cmd.Wait()
+		p.err = p.cmd.Wait()
+		close(p.done)
 	}()
-	t.Cleanup(func() { _ = p.cmd.Process.Kill() })
+	t.Cleanup(func() {
+		// Stop it the way an operator would, so it leaves no server registration behind.
+		_ = p.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-p.done:
+		case <-time.After(45 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
 	select {
 	case <-started:
-	case err := <-p.exited:
-		t.Fatalf("worker exited: %v\n%s", err, p.logs.String())
+	case <-p.done:
+		t.Fatalf("worker exited: %v\n%s", p.err, p.logs.String())
 	case <-time.After(30 * time.Second):
 		t.Fatal("worker did not start")
 	}

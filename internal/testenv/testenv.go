@@ -78,6 +78,23 @@ func DropQueue(opt asynq.RedisClientOpt, q string) {
 	rc.SRem(ctx, "asynq:queues", q)
 }
 
+// ForgetAsynqServer removes the registration an asynq server in process pid left in Redis when
+// it was killed (a graceful shutdown removes its own).
+func ForgetAsynqServer(opt asynq.RedisClientOpt, pid int) {
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Username: opt.Username, Password: opt.Password})
+	defer func() { _ = rc.Close() }()
+	mark := fmt.Sprintf(":%d:", pid)
+	for _, set := range []string{"asynq:servers", "asynq:workers"} {
+		for _, member := range rc.ZRange(ctx, set, 0, -1).Val() {
+			if strings.Contains(member, mark) {
+				rc.ZRem(ctx, set, member)
+				rc.Del(ctx, member)
+			}
+		}
+	}
+}
+
 var (
 	tplOnce sync.Once
 	tplName string
@@ -167,10 +184,13 @@ func makeTemplate(ctx context.Context, t testing.TB, base string) (string, error
 
 var templates []string
 
-// Main runs a package's tests and then drops the template database it made. Use it from
-// TestMain: func TestMain(m *testing.M) { testenv.Main(m) }.
-func Main(m *testing.M) {
+// Main runs a package's tests, then drops the template database it made and runs cleanups.
+// Use it from TestMain: func TestMain(m *testing.M) { testenv.Main(m) }.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
+	for _, c := range cleanups {
+		c()
+	}
 	if len(templates) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if c, err := pgx.Connect(ctx, os.Getenv("HERALD_TEST_DATABASE_URL")); err == nil {
