@@ -94,12 +94,18 @@ func TestIdempotency(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.waitReceipt(r1, receipts.ReceiptSent, 10*time.Second)
-	r2, _ := b.client.Dispatch(ctx, "accounts.password_reset", user("43"), map[string]any{"n": 1.5}, tasks.IdempotencyKey("k"))
+	r2, err := b.client.Dispatch(ctx, "accounts.password_reset", user("43"), map[string]any{"n": 1.5}, tasks.IdempotencyKey("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	dup := b.waitDispatch(r2, receipts.DispatchDuplicate, 10*time.Second)
 	if dup.DuplicateOf != r1 {
 		t.Fatalf("duplicate of %q, want %q", dup.DuplicateOf, r1)
 	}
-	r3, _ := b.client.Dispatch(ctx, "accounts.password_reset", user("43"), map[string]any{"n": 2}, tasks.IdempotencyKey("k"))
+	r3, err := b.client.Dispatch(ctx, "accounts.password_reset", user("43"), map[string]any{"n": 2}, tasks.IdempotencyKey("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rej := b.waitDispatch(r3, receipts.DispatchRejected, 10*time.Second)
 	if rej.DuplicateOf != r1 || !strings.Contains(rej.LastError, "idempotency_conflict") {
 		t.Fatalf("conflict: %+v", rej)

@@ -118,11 +118,12 @@ func TestSMTPReplies(t *testing.T) {
 		t.Parallel()
 		b := setup(t).start()
 		b.smtp.FailNext(emailtest.Reply(451, "4.3.0", "try again later"))
-		id, _ := b.client.Dispatch(t.Context(), "accounts.password_reset", user("42"), nil)
+		id := b.dispatch(t, "accounts.password_reset")
 		r := b.waitReceipt(id, receipts.ReceiptSent, 10*time.Second)
-		if r.Attempt != 2 || !strings.Contains(r.LastError, "") {
-			t.Fatalf("attempt %d", r.Attempt)
+		if r.Attempt != 2 || r.LastError != "" {
+			t.Fatalf("attempt %d, last error %q: want the second attempt sent and the 451 cleared", r.Attempt, r.LastError)
 		}
+		b.waitIdle()
 		if n := len(b.smtp.Messages()); n != 1 {
 			t.Fatalf("%d emails", n)
 		}
@@ -131,7 +132,7 @@ func TestSMTPReplies(t *testing.T) {
 		t.Parallel()
 		b := setup(t).start()
 		b.smtp.FailNext(emailtest.Reply(550, "5.1.1", "no such mailbox"))
-		id, _ := b.client.Dispatch(t.Context(), "accounts.password_reset", user("42"), nil)
+		id := b.dispatch(t, "accounts.password_reset")
 		r := b.waitReceipt(id, receipts.ReceiptFailed, 10*time.Second)
 		if r.Attempt != 1 || !strings.Contains(r.LastError, "550") {
 			t.Fatalf("attempt %d, %q", r.Attempt, r.LastError)
@@ -153,7 +154,7 @@ func TestSMTPReplies(t *testing.T) {
 		}
 		b.worker = w
 		b.start()
-		id, _ := b.client.Dispatch(t.Context(), "accounts.password_reset", user("42"), nil)
+		id := b.dispatch(t, "accounts.password_reset")
 		r := b.waitReceipt(id, receipts.ReceiptRetrying, 10*time.Second)
 		if !strings.Contains(r.LastError, "535") || strings.Contains(r.LastError, "wrong-Pw-123") {
 			t.Fatalf("last error %q", r.LastError)

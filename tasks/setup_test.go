@@ -289,3 +289,13 @@ func (b *bundle) waitIdle() {
 		return open == 0
 	})
 }
+
+// dispatch dispatches event about user 42 through Redis and returns the dispatch id.
+func (b *bundle) dispatch(t testing.TB, event string) string {
+	t.Helper()
+	id, err := b.client.Dispatch(t.Context(), event, user("42"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
