@@ -59,7 +59,12 @@ type Error struct {
 	Enhanced    string        // SMTP enhanced status code ("5.1.1"), if the server gave one
 	ConfigAlert bool          // the failure points at our configuration (credentials, TLS): alert an operator
 	RetryAfter  time.Duration // RateLimited: how long to wait
-	Err         error
+	// InDoubt: the transport may have accepted the message although it did not confirm it — the
+	// reply to the end of data was lost (a timeout or a dropped connection after the final ".").
+	// The class stays Temporary; the engine retries with the same Message-ID, flags the receipt
+	// in doubt and counts it.
+	InDoubt bool
+	Err     error
 }
 
 func (e *Error) Error() string {

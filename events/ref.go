@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // Ref points at a row the worker hydrates at send time: Name = Resource/ID, as in
@@ -29,6 +30,9 @@ func (r Ref) Validate() error {
 	}
 	if r.ID == "" || len(r.ID) > 200 {
 		return fmt.Errorf("ref %s: id must be 1 to 200 characters", r.Name)
+	}
+	if strings.ContainsRune(r.ID, 0) || !utf8.ValidString(r.ID) {
+		return fmt.Errorf("ref %s: id must be valid UTF-8 without NUL characters (PostgreSQL cannot store them)", r.Name)
 	}
 	return nil
 }

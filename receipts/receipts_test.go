@@ -115,7 +115,7 @@ func TestClaimOutcomesAndFence(t *testing.T) {
 	}
 	id := insertReceipt(t, s, insertDispatch(t, s, "", ""), time.Now().Add(-time.Second))
 	c, out, err := s.ClaimReceipt(ctx, id, time.Minute)
-	if err != nil || out != receipts.Claimed || c.Receipt.Attempt != 1 || c.InDoubt {
+	if err != nil || out != receipts.Claimed || c.Receipt.Attempt != 1 || c.Reclaimed {
 		t.Fatalf("claim: %+v %v %v", c, out, err)
 	}
 	if _, out, _ := s.ClaimReceipt(ctx, id, time.Minute); out != receipts.ClaimBusy {
@@ -124,15 +124,24 @@ func TestClaimOutcomesAndFence(t *testing.T) {
 	// The lease expires (a crashed worker): a reclaim takes over and is in doubt.
 	expire(t, s, id)
 	c2, out, err := s.ClaimReceipt(ctx, id, time.Minute)
-	if err != nil || out != receipts.Claimed || c2.Receipt.Attempt != 2 || !c2.InDoubt {
+	if err != nil || out != receipts.Claimed || c2.Receipt.Attempt != 2 || !c2.Reclaimed || !c2.Receipt.InDoubt {
 		t.Fatalf("reclaim: %+v %v %v", c2, out, err)
 	}
-	// The stale worker's final update is fenced off.
-	if err := s.FinishReceipt(ctx, id, 1, receipts.Outcome{Status: receipts.ReceiptSent}); !errors.Is(err, receipts.ErrTransition) {
-		t.Fatalf("stale finish: %v", err)
+	// The stale worker's ordinary outcomes are fenced off…
+	for _, st := range []receipts.Status{receipts.ReceiptRetrying, receipts.ReceiptFailed} {
+		if _, err := s.FinishReceipt(ctx, id, 1, receipts.Outcome{Status: st, DueAt: time.Now()}); !errors.Is(err, receipts.ErrTransition) {
+			t.Fatalf("stale finish as %s: %v", st, err)
+		}
 	}
-	if err := s.FinishReceipt(ctx, id, 2, receipts.Outcome{Status: receipts.ReceiptSent, MessageID: "<x@y>"}); err != nil {
-		t.Fatalf("current finish: %v", err)
+	// …but a send the transport confirmed beats the lease: it lands on the later attempt's row.
+	if f, err := s.FinishReceipt(ctx, id, 1, receipts.Outcome{Status: receipts.ReceiptSent, MessageID: "<x@y>"}); err != nil || !f.Overtaken {
+		t.Fatalf("stale confirmed send: %+v %v", f, err)
+	}
+	if still, err := s.StillClaimed(ctx, id, 2); err != nil || still {
+		t.Fatalf("attempt 2 still claimed after the confirmed send landed: %v %v", still, err)
+	}
+	if _, err := s.FinishReceipt(ctx, id, 2, receipts.Outcome{Status: receipts.ReceiptSent, MessageID: "<x@y>"}); !errors.Is(err, receipts.ErrTransition) {
+		t.Fatalf("a second sent on a sent receipt: %v", err)
 	}
 	if _, out, _ := s.ClaimReceipt(ctx, id, time.Minute); out != receipts.ClaimBusy {
 		t.Fatalf("claim of a sent receipt: %v", out)
@@ -140,6 +149,33 @@ func TestClaimOutcomesAndFence(t *testing.T) {
 	n, _ := s.CountInDoubt(ctx)
 	if n != 1 {
 		t.Fatalf("in doubt = %d", n)
+	}
+}
+
+// TestReclaimedOnlyWhenTheLeaseWasSending: after one real reclaim the receipt stays in_doubt, but
+// an ordinary retry's claim is not a reclaim (it must not be counted again).
+func TestReclaimedOnlyWhenTheLeaseWasSending(t *testing.T) {
+	t.Parallel()
+	s := receipts.New(testenv.DB(t))
+	ctx := t.Context()
+	id := insertReceipt(t, s, insertDispatch(t, s, "", ""), time.Now().Add(-time.Second))
+	if _, _, err := s.ClaimReceipt(ctx, id, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	expire(t, s, id)
+	c, _, err := s.ClaimReceipt(ctx, id, time.Minute)
+	if err != nil || !c.Reclaimed {
+		t.Fatalf("reclaim: %+v %v", c, err)
+	}
+	if _, err := s.FinishReceipt(ctx, id, 2, receipts.Outcome{Status: receipts.ReceiptRetrying, DueAt: time.Now().Add(-time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	c, out, err := s.ClaimReceipt(ctx, id, time.Minute)
+	if err != nil || out != receipts.Claimed {
+		t.Fatalf("retry claim: %v %v", out, err)
+	}
+	if c.Reclaimed || !c.Receipt.InDoubt || c.Receipt.Attempt != 3 {
+		t.Fatalf("an ordinary retry's claim: reclaimed %v, in_doubt %v, attempt %d", c.Reclaimed, c.Receipt.InDoubt, c.Receipt.Attempt)
 	}
 }
 
@@ -249,7 +285,7 @@ func TestScrubAndPromoterQueries(t *testing.T) {
 		t.Fatalf("due receipts: %+v", rs)
 	}
 	c, _, _ := s.ClaimReceipt(ctx, rid, time.Minute)
-	if err := s.FinishReceipt(ctx, rid, c.Receipt.Attempt, receipts.Outcome{Status: receipts.ReceiptSent}); err != nil {
+	if _, err := s.FinishReceipt(ctx, rid, c.Receipt.Attempt, receipts.Outcome{Status: receipts.ReceiptSent}); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.ScrubSecrets(ctx, 24*time.Hour); n != 1 || err != nil {
@@ -312,7 +348,7 @@ func TestInsertClaimed(t *testing.T) {
 	if r.Status != receipts.ReceiptSending || r.Attempt != 1 || r.LeaseUntil == nil || r.InDoubt {
 		t.Fatalf("receipt inserted claimed: %+v", r)
 	}
-	if err := s.FinishReceipt(ctx, rid, 1, receipts.Outcome{Status: receipts.ReceiptSent}); err != nil {
+	if _, err := s.FinishReceipt(ctx, rid, 1, receipts.Outcome{Status: receipts.ReceiptSent}); err != nil {
 		t.Fatalf("finish the inline claim: %v", err)
 	}
 	if err := s.InsertReceipts(ctx, []receipts.NewReceipt{{ID: newID(), DispatchID: did, EventID: "a.b", ChannelKey: "x",

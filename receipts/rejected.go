@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -25,6 +26,8 @@ type RejectedTask struct {
 // RecordRejectedTask stores a rejected task.
 func (s *Store) RecordRejectedTask(ctx context.Context, taskType, taskID, queue, reason string, payload []byte) error {
 	sum := sha256.Sum256(payload)
+	clean := func(s string) string { return strings.ReplaceAll(strings.ToValidUTF8(s, "?"), "\x00", "?") }
+	taskType, taskID, queue, reason = clean(taskType), clean(taskID), clean(queue), clean(reason)
 	_, err := s.q.Exec(ctx, `INSERT INTO herald.rejected_tasks (task_type, task_id, queue, reason, payload_size, payload_sha256)
 		VALUES ($1, $2, $3, $4, $5, $6)`, taskType, taskID, queue, reason, len(payload), hex.EncodeToString(sum[:]))
 	if err != nil {

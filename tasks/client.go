@@ -121,6 +121,12 @@ func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any,
 	if len(p.opts.key) > 255 {
 		return nil, fmt.Errorf("%w: idempotency key longer than 255 characters", ErrInvalidDispatch)
 	}
+	if err := storableText("idempotency key", p.opts.key); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
+	}
+	if err := storableText("actor", p.opts.actor); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
+	}
 	plain := map[string]any{}
 	for k, v := range vars {
 		if seen[k] {
@@ -137,6 +143,9 @@ func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any,
 			p.secrets[k] = sealed
 			continue
 		}
+		if err := storableText("variable name", k); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
+		}
 		plain[k] = v
 	}
 	raw, err := json.Marshal(plain)
@@ -145,6 +154,9 @@ func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any,
 	}
 	if p.vars, err = canonicalVars(raw); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
+	}
+	if err := storableJSON(p.vars); err != nil {
+		return nil, fmt.Errorf("%w: variables: %w", ErrInvalidDispatch, err)
 	}
 	return p, nil
 }

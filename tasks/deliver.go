@@ -60,29 +60,64 @@ func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hyd
 	r := c.Receipt
 	log := w.log.With().Str("receipt_id", r.ID).Str("dispatch_id", r.DispatchID).Str("event_id", r.EventID).
 		Str("channel", r.ChannelKey).Int("attempt", r.Attempt).Logger()
-	if c.InDoubt {
-		w.metrics.inDoubt.Inc()
-		log.Warn().Msg("reclaimed a delivery whose earlier attempt may have sent (in doubt); sending again with the same Message-ID")
+	var o receipts.Outcome
+	var red redactor
+	switch {
+	case r.Attempt > r.MaxAttempts:
+		// Only a reclaim gets here (ordinary failures stop at MaxAttempts): the last attempts ended
+		// without an outcome — a crash, a kill, a panic that took the process.
+		o = receipts.Outcome{Status: receipts.ReceiptFailed, InDoubt: c.Reclaimed,
+			LastError: fmt.Sprintf("gave up after %d attempts: the last one ended without recording an outcome (worker stopped or crashed)", r.MaxAttempts)}
+	default:
+		if c.Reclaimed {
+			w.metrics.inDoubtReclaims.Inc()
+			w.metrics.inDoubt.WithLabelValues(inDoubtReclaim).Inc()
+			log.Warn().Msg("reclaimed a delivery whose earlier attempt may have sent (in doubt); sending again with the same Message-ID")
+		}
+		o, red = w.attempt(ctx, r, pre, c.Reclaimed)
 	}
-
-	o, red := w.attempt(ctx, r, pre)
+	if o.Status == "" {
+		log.Info().Msg("the delivery changed hands before this reclaim sent it (an earlier attempt's outcome landed); not sending")
+		return nil
+	}
 	o.LastError = red.apply(o.LastError)
 	o.Subject = red.apply(o.Subject)
-	err := w.record(ctx, func(ctx context.Context) error { return w.store.FinishReceipt(ctx, r.ID, r.Attempt, o) })
+	var fin receipts.Finished
+	err := w.record(ctx, func(ctx context.Context) error {
+		var err error
+		fin, err = w.store.FinishReceipt(ctx, r.ID, r.Attempt, o)
+		return err
+	})
 	if errors.Is(err, receipts.ErrTransition) {
-		log.Warn().Str("outcome", string(o.Status)).Msg("lease was taken over before the outcome was recorded")
+		if o.Status == receipts.ReceiptSent {
+			log.Info().Msg("confirmed send was already recorded (the receipt is final)")
+		} else {
+			log.Info().Str("outcome", string(o.Status)).Msg("lease was taken over before the outcome was recorded; the new owner carries on")
+		}
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("record outcome %s of receipt %s: %w", o.Status, r.ID, err)
 	}
+	if fin.Overtaken {
+		w.metrics.inDoubt.WithLabelValues(inDoubtOvertaken).Inc()
+		log.Warn().Msg("the confirmed send was recorded after another worker reclaimed the delivery during a PostgreSQL outage; it may have sent too (in doubt, same Message-ID)")
+	}
+	if o.InDoubt && o.Status != receipts.ReceiptFailed {
+		w.metrics.inDoubt.WithLabelValues(inDoubtLostReply).Inc()
+	}
 	w.metrics.deliveries.WithLabelValues(r.Transport, string(o.Status)).Inc()
 	switch o.Status {
 	case receipts.ReceiptSent:
+		w.alerts.clear(r.Transport)
 		log.Info().Str("message_id", o.MessageID).Msg("sent")
 		return nil
 	case receipts.ReceiptRetrying:
-		log.Warn().Str("reason", o.LastError).Time("due_at", o.DueAt).Msg("delivery will be retried")
+		ev := log.Info()
+		if o.InDoubt {
+			ev = log.Warn().Bool("in_doubt", true)
+		}
+		ev.Str("reason", o.LastError).Time("due_at", o.DueAt).Msg("delivery will be retried")
 		if o.DueAt.Before(time.Now().Add(w.cfg.Horizon)) {
 			due := []receipts.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}}
 			if err := w.store.MarkReceiptsEnqueued(ctx, []string{r.ID}); err == nil {
@@ -96,19 +131,40 @@ func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hyd
 	}
 }
 
-// attempt decides and performs one delivery; it writes nothing.
-func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated) (receipts.Outcome, redactor) {
+// errNoLongerClaimed stops a reclaimed attempt whose row changed under it before it sent.
+var errNoLongerClaimed = errors.New("no longer claimed")
+
+// attempt decides and performs one delivery; it writes nothing. A panic in event, loader,
+// template or transport code is recovered into a temporary failure with a redacted reason.
+func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated, reclaimed bool) (o receipts.Outcome, red redactor) {
+	inSend := false
+	defer func() {
+		if p := recover(); p != nil {
+			if row, err := w.store.GetDispatch(context.WithoutCancel(ctx), r.DispatchID); err == nil {
+				red = append(red, w.redactorOf(row)...)
+			}
+			o = w.temporary(r, red.apply(fmt.Sprintf("panic: %v", p)))
+			o.InDoubt = inSend // the transport may have taken the message before it panicked
+			w.log.Error().Str("receipt_id", r.ID).Str("event_id", r.EventID).Str("panic", o.LastError).
+				Msg("recovered a panic in event or transport code; the delivery will be retried (fix the code)")
+		}
+	}()
 	if time.Now().After(r.ExpiresAt) {
 		return receipts.Outcome{Status: receipts.ReceiptExpired,
 			LastError: fmt.Sprintf("past the event's max age: due %s, expired %s", r.DueAt.UTC().Format(time.RFC3339), r.ExpiresAt.UTC().Format(time.RFC3339))}, nil
 	}
 	if pre == nil {
-		var o *receipts.Outcome
-		if pre, o = w.hydrate(ctx, r); o != nil {
-			return *o, nil
+		var po *receipts.Outcome
+		pre, po = w.hydrate(ctx, r)
+		if pre != nil {
+			red = pre.red
+		}
+		if po != nil {
+			return *po, red
 		}
 	}
-	ev, d, red := pre.ev, pre.d, pre.red
+	ev, d := pre.ev, pre.d
+	red = pre.red
 	ch := channelOf(pre.channels, r)
 	rc := events.Recipient{ID: r.RecipientID, Address: r.Recipient.Address, Name: r.Recipient.Name, Locale: r.Recipient.Locale}
 	if dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); err != nil {
@@ -124,9 +180,20 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 	if sender == nil {
 		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: fmt.Sprintf("no sender configured for transport %q", r.Transport)}, red
 	}
+	if reclaimed {
+		// The attempt this one took over may have recorded its confirmed send meanwhile (it was
+		// waiting for PostgreSQL): re-read the row just before sending.
+		if still, err := w.store.StillClaimed(ctx, r.ID, r.Attempt); err != nil {
+			return w.temporary(r, err.Error()), red
+		} else if !still {
+			return receipts.Outcome{}, red // no status: nothing to record
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
 	started := time.Now()
+	inSend = true
 	res, err := sender.Send(sctx, msg)
+	inSend = false
 	w.metrics.sendSeconds.WithLabelValues(r.Transport).Observe(time.Since(started).Seconds())
 	cancel()
 	if err == nil {
@@ -135,9 +202,9 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 	}
 	reason := red.apply(err.Error())
 	var ce *channels.Error
-	if errors.As(err, &ce) && ce.ConfigAlert {
+	if errors.As(err, &ce) && ce.ConfigAlert && w.alerts.raise(r.Transport) {
 		w.log.Error().Str("alert", "transport_configuration").Str("transport", r.Transport).Str("receipt_id", r.ID).
-			Str("reason", reason).Msg("the transport refused our credentials or settings; fix the configuration")
+			Str("reason", reason).Msg("the transport refused our session, credentials or TLS settings: deliveries on it are retried until the configuration is fixed")
 	}
 	switch channels.ClassOf(err) {
 	case channels.Permanent:
@@ -147,8 +214,14 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 			return receipts.Outcome{Status: receipts.ReceiptRetrying, DueAt: time.Now().Add(ce.RetryAfter), LastError: reason}, red
 		}
 	}
-	o := w.temporary(r, reason)
+	o = w.temporary(r, reason)
 	o.Subject, o.MessageID = msg.Subject, msg.MessageID
+	if ce != nil && ce.InDoubt {
+		// The reply to the final "." was lost: the server may have queued the message. The retry
+		// carries the same Message-ID; the receipt is flagged and counted (counted window (b)).
+		o.InDoubt = true
+		o.LastError = "in doubt (the server may have accepted the message): " + o.LastError
+	}
 	return o, red
 }
 

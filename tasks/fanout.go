@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,8 +29,13 @@ func (w *Worker) HandleDispatch(ctx context.Context, t *asynq.Task) error {
 		if errors.Is(err, errSettled) {
 			return asynq.RevokeTask
 		}
+		if err != nil && !isConnError(err) && ctx.Err() == nil {
+			// PostgreSQL refused what the producer sent: retrying cannot help, and asynq would
+			// archive the task after its retries with no record anywhere. Record it for good.
+			return w.reject(ctx, t, "PostgreSQL refused the dispatch on first sight: "+err.Error())
+		}
 		if err != nil {
-			return err
+			return err // waiting for PostgreSQL: not counted as a failure (see guard)
 		}
 		if row != nil && row.Status == receipts.DispatchFanningOut {
 			return w.fanOutClaimed(ctx, row) // inserted already claimed
@@ -38,6 +45,24 @@ func (w *Worker) HandleDispatch(ctx context.Context, t *asynq.Task) error {
 }
 
 var errSettled = errors.New("settled on first sight")
+
+// workerName names this process in messages an operator reads: host and pid.
+var workerName = func() string {
+	h, _ := os.Hostname()
+	return fmt.Sprintf("%s[%d]", cmpOr(h, "unknown-host"), os.Getpid())
+}()
+
+// eventList lists the ids of the events this worker serves, for messages.
+func (w *Worker) eventList() string {
+	var ids []string
+	for _, ev := range w.cfg.Registry.Events() {
+		ids = append(ids, ev.ID())
+	}
+	if len(ids) == 0 {
+		return "none"
+	}
+	return strings.Join(ids, ", ")
+}
 
 // firstSight inserts the dispatch row from the payload — claimed for this worker when it is
 // due — answering idempotency. It returns the inserted row, or nil if the row already existed.
@@ -108,7 +133,13 @@ func (w *Worker) fanOut(ctx context.Context, id string) error {
 // fanOutClaimed runs the fan-out of a dispatch this worker has claimed.
 func (w *Worker) fanOutClaimed(ctx context.Context, row *receipts.Dispatch) error {
 	f := &fanout{w: w, row: row}
-	f.run(ctx)
+	if row.Attempt > w.cfg.MaxAttempts {
+		// Only a reclaim gets here (ordinary failures stop at MaxAttempts): the last fan-outs
+		// ended without an outcome — a crash, a kill, a fan-out that never finished.
+		f.fail(ctx, fmt.Sprintf("gave up after %d fan-out attempts: the last one ended without recording an outcome (worker stopped or crashed)", w.cfg.MaxAttempts))
+	} else {
+		f.run(ctx)
+	}
 	if errors.Is(f.err, receipts.ErrTransition) {
 		w.log.Warn().Str("dispatch_id", row.ID).Int("attempt", row.Attempt).Msg("fan-out lease was taken over; leaving the dispatch to its new owner")
 		return nil
@@ -136,16 +167,30 @@ type fanout struct {
 	err error // a database error: asynq retries the task
 }
 
-// run executes steps 2–7 of the fan-out; every exit records an outcome.
+// run executes steps 2–7 of the fan-out; every exit records an outcome. A panic in event or
+// loader code is recovered into a temporary failure with a redacted reason.
 func (f *fanout) run(ctx context.Context) {
 	w, row := f.w, f.row
+	committed := false
+	defer func() {
+		if p := recover(); p != nil {
+			if committed {
+				panic(p) // not event code: the engine's own guard reports it
+			}
+			reason := append(f.red, w.redactorOf(row)...).apply(fmt.Sprintf("panic: %v", p))
+			w.log.Error().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Str("panic", reason).
+				Msg("recovered a panic in event or loader code; the fan-out will be retried (fix the code)")
+			f.temporary(ctx, reason)
+		}
+	}()
 	if err := events.ValidateID(row.EventID); err != nil {
 		f.fail(ctx, err.Error()) // no worker could ever register it
 		return
 	}
 	ev, err := w.cfg.Registry.Lookup(row.EventID)
 	if err != nil {
-		f.unknown(ctx, fmt.Sprintf("unknown event %q: no worker has it registered", row.EventID))
+		f.unknown(ctx, fmt.Sprintf("unknown event %q: the worker %s on queue %q does not have it registered (events it serves: %s)",
+			row.EventID, workerName, w.cfg.Queue, w.eventList()))
 		return
 	}
 	d, red, err := w.buildDispatch(ctx, row)
@@ -285,6 +330,7 @@ func (f *fanout) run(ctx context.Context) {
 		f.err = err
 		return
 	}
+	committed = true
 	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
 	w.log.Debug().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("receipts", len(rs)).Msg("fanned out")
 
@@ -363,21 +409,4 @@ func (w *Worker) finishDispatch(ctx context.Context, id string, attempt int, to 
 	return w.record(ctx, func(ctx context.Context) error {
 		return w.store.FinishDispatch(ctx, id, attempt, to, due, reason)
 	})
-}
-
-// record runs a final update under context.WithoutCancel with its own short deadline, retrying
-// in-process: a lost final update would mean a reclaim and a duplicate.
-func (w *Worker) record(ctx context.Context, update func(context.Context) error) error {
-	base := context.WithoutCancel(ctx)
-	var err error
-	for try := range 5 {
-		uctx, cancel := context.WithTimeout(base, 5*time.Second)
-		err = update(uctx)
-		cancel()
-		if err == nil || errors.Is(err, receipts.ErrTransition) {
-			return err
-		}
-		time.Sleep(time.Duration(100*(1<<try)) * time.Millisecond)
-	}
-	return err
 }

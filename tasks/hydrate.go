@@ -97,3 +97,26 @@ func (w *Worker) sealMinted(dispatchID string, vars map[string]any) (map[string]
 	}
 	return out, red, nil
 }
+
+// redactorOf unseals a dispatch's secrets only to hide them: for a panic that struck before the
+// fan-out or delivery had its own redactor (in a loader, say). Errors leave values out.
+func (w *Worker) redactorOf(row *receipts.Dispatch) redactor {
+	var red redactor
+	if row == nil {
+		return nil
+	}
+	for name, sealed := range row.Sealed {
+		if v, err := w.keys.Open(sealed, seal.AAD(row.ID, name)); err == nil {
+			red = append(red, v)
+		}
+	}
+	for name, m := range row.Minted {
+		if m.Sealed == "" {
+			continue
+		}
+		if v, err := w.keys.Open(m.Sealed, seal.AAD(row.ID, name)); err == nil {
+			red = append(red, v)
+		}
+	}
+	return red
+}

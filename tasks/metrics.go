@@ -6,15 +6,23 @@ import (
 
 // metrics are the worker's Prometheus series. They are registered on Config.Metrics when set.
 type metrics struct {
-	deliveries  *prometheus.CounterVec
-	sendSeconds *prometheus.HistogramVec
-	dispatches  *prometheus.CounterVec
-	inDoubt     prometheus.Counter
-	enqueued    *prometheus.CounterVec
-	rejected    *prometheus.CounterVec
+	deliveries      *prometheus.CounterVec
+	sendSeconds     *prometheus.HistogramVec
+	dispatches      *prometheus.CounterVec
+	inDoubtReclaims prometheus.Counter
+	inDoubt         *prometheus.CounterVec
+	enqueued        *prometheus.CounterVec
+	rejected        *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// The counted windows of DESIGN.md, as label values of herald_in_doubt_total.
+const (
+	inDoubtReclaim   = "reclaim"
+	inDoubtLostReply = "lost_reply"
+	inDoubtOvertaken = "overtaken"
+)
+
+func newMetrics(reg prometheus.Registerer, waitingForDB func() int) (*metrics, error) {
 	m := &metrics{
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_deliveries_total",
@@ -29,10 +37,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_dispatches_total",
 			Help: "Fan-out outcomes (fanned_out, retrying, failed) and dispatches settled on first sight (duplicate, rejected).",
 		}, []string{"outcome"}),
-		inDoubt: prometheus.NewCounter(prometheus.CounterOpts{
+		inDoubtReclaims: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "herald_in_doubt_reclaims_total",
-			Help: "Deliveries reclaimed after a worker stopped mid-send: each may have been sent twice (same Message-ID).",
+			Help: "Deliveries reclaimed from an attempt that was sending when its lease expired (a worker stopped mid-send): each may have been sent twice (same Message-ID).",
 		}),
+		inDoubt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_in_doubt_total",
+			Help: "Deliveries that may have been sent twice, by counted window (DESIGN.md): reclaim (a worker died after the transport's accept), lost_reply (the reply after the final \".\" was lost), overtaken (a confirmed send recorded after a reclaim during a PostgreSQL outage).",
+		}, []string{"window"}),
 		enqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "herald_promoter_enqueued_total",
 			Help: "Tasks the promoter handed to asynq (outbox rows, retries, long delays, lost tasks, reclaims), by task type.",
@@ -45,7 +57,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.sendSeconds, m.dispatches, m.inDoubt, m.enqueued, m.rejected} {
+	waiting := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "herald_tasks_waiting_for_postgres",
+		Help: "Tasks this worker handed back to asynq because PostgreSQL was unreachable; they retry with their own backoff and never use up their retries.",
+	}, func() float64 { return float64(waitingForDB()) })
+	for _, c := range []prometheus.Collector{m.deliveries, m.sendSeconds, m.dispatches, m.inDoubtReclaims, m.inDoubt, m.enqueued, m.rejected, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -145,4 +147,53 @@ func Fingerprint(eventID string, refs []events.Ref, vars json.RawMessage) (strin
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:]), nil
+}
+
+// storableText refuses text PostgreSQL cannot store: NUL characters (text and jsonb refuse them)
+// and invalid UTF-8 (which JSON encoding would silently replace).
+func storableText(what, s string) error {
+	if strings.ContainsRune(s, 0) {
+		return fmt.Errorf("%s contains a NUL character, which PostgreSQL cannot store", what)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%s is not valid UTF-8", what)
+	}
+	return nil
+}
+
+// storableJSON refuses a JSON document holding a string (key or value) with a NUL character:
+// jsonb refuses \u0000 with SQLSTATE 22P05.
+func storableJSON(raw json.RawMessage) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	return walkStrings(v, "")
+}
+
+func walkStrings(v any, path string) error {
+	switch v := v.(type) {
+	case string:
+		if strings.ContainsRune(v, 0) {
+			return fmt.Errorf("the value at %q contains a NUL character, which PostgreSQL cannot store", cmpOr(path, "."))
+		}
+	case map[string]any:
+		for k, e := range v {
+			if strings.ContainsRune(k, 0) {
+				return fmt.Errorf("a key under %q contains a NUL character, which PostgreSQL cannot store", cmpOr(path, "."))
+			}
+			if err := walkStrings(e, path+"."+k); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if err := walkStrings(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

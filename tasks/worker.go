@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +30,9 @@ type Worker struct {
 	backoff  Backoff
 	domain   string
 	metrics  *metrics
+	alerts   alerts
+	dbWait   dbWaiters
+	running  sync.WaitGroup // handlers in flight, waited for by Shutdown
 
 	mu     sync.Mutex
 	server *asynq.Server
@@ -61,12 +65,7 @@ func NewWorker(cfg Config) (*Worker, error) {
 		_, domain, _ = strings.Cut(a.Address, "@")
 	}
 	domain = strings.TrimSpace(cmpOr(domain, "herald.invalid"))
-	m, err := newMetrics(cfg.Metrics)
-	if err != nil {
-		return nil, fmt.Errorf("worker metrics: %w", err)
-	}
-	return &Worker{
-		metrics:  m,
+	w := &Worker{
 		cfg:      cfg,
 		log:      *cfg.Logger,
 		store:    receipts.New(cfg.DB),
@@ -76,7 +75,13 @@ func NewWorker(cfg Config) (*Worker, error) {
 		insp:     asynq.NewInspector(cfg.Redis),
 		backoff:  Backoff{Min: cfg.BackoffMin, Max: cfg.BackoffMax},
 		domain:   domain,
-	}, nil
+	}
+	m, err := newMetrics(cfg.Metrics, w.dbWait.count)
+	if err != nil {
+		return nil, fmt.Errorf("worker metrics: %w", err)
+	}
+	w.metrics = m
+	return w, nil
 }
 
 func cmpOr(a, b string) string {
@@ -92,7 +97,33 @@ func (w *Worker) Handler() asynq.Handler {
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TypeDispatch, w.HandleDispatch)
 	mux.HandleFunc(TypeDeliver, w.HandleDeliver)
+	mux.Use(w.guard)
 	return mux
+}
+
+// guard wraps every handler run: Shutdown waits for it; an error that means "PostgreSQL is
+// unreachable" becomes a wait that asynq does not count as a failure; and a panic that escaped
+// the engine's own recovery is turned into an error that names no value (asynq keeps task
+// errors in Redis, where no secret may go).
+func (w *Worker) guard(next asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) (err error) {
+		w.running.Add(1)
+		defer w.running.Done()
+		id, _ := asynq.GetTaskID(ctx)
+		defer func() {
+			if p := recover(); p != nil {
+				w.log.Error().Str("task_type", t.Type()).Str("task_id", id).Str("panic_type", fmt.Sprintf("%T", p)).
+					Bytes("stack", debug.Stack()).Msg("recovered a panic in a Herald handler; the task will be retried (report this)")
+				err = errors.New("panic in a Herald handler (see the worker log)")
+			}
+		}()
+		err = next.ProcessTask(ctx, t)
+		if isConnError(err) && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			return &waitDBError{err: err, delay: w.dbWait.wait(id)}
+		}
+		w.dbWait.done(id)
+		return err
+	})
 }
 
 // Start starts the asynq server and the promoter. Stop them with Shutdown.
@@ -109,11 +140,13 @@ func (w *Worker) Start(ctx context.Context) error {
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		RetryDelayFunc:           w.retryDelay,
-		IsFailure:                func(err error) bool { return !errors.As(err, new(*notDueError)) },
-		ErrorHandler:             asynq.ErrorHandlerFunc(w.logTaskError),
-		Logger:                   asynqLogger{w.log.With().Str("component", "asynq").Logger()},
-		LogLevel:                 asynq.WarnLevel,
-		BaseContext:              func() context.Context { return w.log.WithContext(context.Background()) },
+		IsFailure: func(err error) bool {
+			return !errors.As(err, new(*notDueError)) && !errors.As(err, new(*waitDBError))
+		},
+		ErrorHandler: asynq.ErrorHandlerFunc(w.logTaskError),
+		Logger:       asynqLogger{w.log.With().Str("component", "asynq").Logger()},
+		LogLevel:     asynq.WarnLevel,
+		BaseContext:  func() context.Context { return w.log.WithContext(context.Background()) },
 	})
 	if err := srv.Start(w.Handler()); err != nil {
 		return fmt.Errorf("start asynq server: %w", err)
@@ -127,8 +160,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
-// Shutdown stops fetching tasks, waits up to ShutdownTimeout for running ones, and stops the
-// promoter.
+// Shutdown stops the promoter and fetching tasks, waits up to ShutdownTimeout for running ones
+// (asynq then hands them back to the queue), and then waits for every handler that is still
+// running to return: a send is bounded by SendTimeout, and an outcome it confirmed is recorded
+// before Shutdown returns, so nothing is closed under it.
 func (w *Worker) Shutdown() {
 	w.mu.Lock()
 	srv, stop, done := w.server, w.stop, w.done
@@ -140,6 +175,16 @@ func (w *Worker) Shutdown() {
 	stop()
 	<-done
 	srv.Shutdown()
+	finished := make(chan struct{})
+	go func() { w.running.Wait(); close(finished) }()
+	for {
+		select {
+		case <-finished:
+			return
+		case <-time.After(5 * time.Second):
+			w.log.Warn().Msg("shutdown: waiting for running deliveries to record their outcomes")
+		}
+	}
 }
 
 // Close releases the worker's Redis clients. Call it after Shutdown.
@@ -161,18 +206,35 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	if errors.As(err, &nd) {
 		return max(time.Until(nd.due), 0) + 50*time.Millisecond
 	}
+	var wd *waitDBError
+	if errors.As(err, &wd) {
+		return wd.delay
+	}
 	return w.backoff.Delay(n + 1)
 }
 
+// logTaskError is asynq's ErrorHandler: it sees every handler error, including the RevokeTask
+// that ends a task whose outcome PostgreSQL holds (a normal end, not logged). Levels mean
+// something: a wait for PostgreSQL or a database error asynq retries is a warning; error level is
+// kept for what needs a person (a panic, a task asynq gives up on).
 func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
-	if errors.As(err, new(*notDueError)) {
+	if errors.Is(err, asynq.RevokeTask) || errors.As(err, new(*notDueError)) {
 		return
 	}
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	w.log.Error().Err(err).Str("task_type", t.Type()).Str("task_id", id).
-		Int("retried", retried).Int("max_retry", maxRetry).Msg("task failed; asynq will retry it")
+	var wd *waitDBError
+	switch {
+	case errors.As(err, &wd):
+		w.log.Warn().Err(err).Str("task_type", t.Type()).Str("task_id", id).Msg("PostgreSQL is unreachable; the task waits for it (not counted as a failure)")
+	case retried >= maxRetry:
+		w.log.Error().Err(err).Str("task_type", t.Type()).Str("task_id", id).Int("retried", retried).
+			Msg("task failed and asynq archives it; the promoter re-creates it if PostgreSQL holds its row")
+	default:
+		w.log.Warn().Err(err).Str("task_type", t.Type()).Str("task_id", id).Int("retried", retried).Int("max_retry", maxRetry).
+			Msg("task failed; asynq will run it again")
+	}
 }
 
 // enqueue hands a task to asynq. A task id that already exists is success — unless that task
