@@ -194,6 +194,9 @@ func (c Config) Validate() error {
 	if c.Lease > 0 && c.SendTimeout > 0 && c.Lease <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("HERALD_LEASE (%v) must exceed HERALD_SEND_TIMEOUT (%v)", c.Lease, c.SendTimeout))
 	}
+	if c.SendTimeout > 0 && c.TaskTimeout > 0 && c.TaskTimeout <= c.SendTimeout {
+		errs = append(errs, fmt.Errorf("HERALD_TASK_TIMEOUT (%v) must exceed HERALD_SEND_TIMEOUT (%v): a fan-out may deliver inline", c.TaskTimeout, c.SendTimeout))
+	}
 	if c.Lease > 0 && c.TaskTimeout >= c.Lease {
 		errs = append(errs, fmt.Errorf("HERALD_TASK_TIMEOUT (%v) must be below HERALD_LEASE (%v)", c.TaskTimeout, c.Lease))
 	}

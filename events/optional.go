@@ -164,3 +164,14 @@ func ShouldSendOf(ctx context.Context, ev Event, d *Dispatch, ch Channel, r Reci
 	}
 	return Decision{Send: true}, nil
 }
+
+// RecipientPager is implemented by events with many recipients on a channel (a newsletter, every
+// member of an organisation): the fan-out asks for one page at a time and commits each page
+// before the next, so memory stays bounded and a fan-out interrupted by a crash resumes where it
+// stopped. cursor is "" for the first page; next is "" after the last. A page may hold fewer
+// than limit recipients. Pages must be stable across calls with the same cursor (order by a key).
+//
+// Default: Recipients is called once per channel and its result committed in chunks.
+type RecipientPager interface {
+	RecipientsPage(ctx context.Context, d *Dispatch, ch Channel, cursor string, limit int) (rs []Recipient, next string, err error)
+}

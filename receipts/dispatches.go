@@ -338,3 +338,56 @@ func (s *Store) ReleaseIdempotencyKeys(ctx context.Context, window time.Duration
 	}
 	return tag.RowsAffected(), nil
 }
+
+// Canceled is what CancelDispatch did.
+type Canceled struct {
+	// Was is the dispatch's state before the cancel ("" when no row existed: a tombstone was
+	// written). A dispatch already final (fanned_out, failed, …) stays as it was.
+	Was Status
+	// Dispatch: the dispatch itself moved to canceled, so no fan-out will create deliveries.
+	Dispatch bool
+	// Tombstone: no worker had seen the dispatch yet; a canceled row now waits for its task,
+	// and the worker's first sight respects it.
+	Tombstone bool
+	// Receipts is how many deliveries that had not started were canceled.
+	Receipts int64
+}
+
+// CancelDispatch cancels a dispatch at whatever stage it is (DESIGN.md, "canceled from every
+// non-final state"): a dispatch that is accepted, retrying or fanning out moves to canceled, and a
+// fan-out in progress then commits nothing more; deliveries that have not started (scheduled,
+// retrying) are canceled; a delivery being sent finishes. With tombstone, an id PostgreSQL does
+// not know yet (its task still waits in Redis) gets a canceled row that its first sight
+// respects; without it, such an id is ErrNotFound. Run it in a transaction of its own, or pass a
+// pool: the dispatch row is locked first, so a fan-out chunk that commits concurrently is either
+// fenced off or canceled with the rest.
+func (s *Store) CancelDispatch(ctx context.Context, id, reason string, tombstone bool) (Canceled, error) {
+	var c Canceled
+	var was string
+	err := s.q.QueryRow(ctx, `WITH prev AS (SELECT id, status FROM herald.dispatches WHERE id = $1 FOR UPDATE),
+		upd AS (UPDATE herald.dispatches d SET status = 'canceled', last_error = NULLIF($2, ''), lease_until = NULL,
+		               enqueued_at = NULL, updated_at = now()
+		        FROM prev WHERE d.id = prev.id AND prev.status = ANY($3) RETURNING d.id)
+		SELECT prev.status, EXISTS (SELECT 1 FROM upd) FROM prev`, id, reason, From(KindDispatch, DispatchCanceled)).Scan(&was, &c.Dispatch)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows) && tombstone:
+		tag, err := s.q.Exec(ctx, `INSERT INTO herald.dispatches (id, event_id, status, last_error)
+			VALUES ($1, '', 'canceled', NULLIF($2, '')) ON CONFLICT (id) DO NOTHING`, id, reason)
+		if err != nil {
+			return c, fmt.Errorf("cancel dispatch %s: tombstone: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 { // its first sight won the race: cancel what is there now
+			return s.CancelDispatch(ctx, id, reason, false)
+		}
+		c.Tombstone, c.Dispatch = true, true
+		return c, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return c, fmt.Errorf("dispatch %s: %w", id, ErrNotFound)
+	case err != nil:
+		return c, fmt.Errorf("cancel dispatch %s: %w", id, err)
+	}
+	c.Was = Status(was)
+	n, err := s.CancelReceipts(ctx, id, reason)
+	c.Receipts = n
+	return c, err
+}

@@ -14,6 +14,7 @@ const (
 	DispatchFailed     Status = "failed"      // fan-out failed for good; last_error says why
 	DispatchRejected   Status = "rejected"    // refused before fan-out (idempotency conflict)
 	DispatchDuplicate  Status = "duplicate"   // same idempotency key and arguments as duplicate_of
+	DispatchCanceled   Status = "canceled"    // canceled by an operator before its fan-out finished
 )
 
 // Receipt states.
@@ -41,10 +42,11 @@ const (
 // this package takes its allowed predecessors from here.
 var Transitions = map[Kind]map[Status][]Status{
 	KindDispatch: {
-		DispatchAccepted:   {DispatchFanningOut},
-		DispatchFanningOut: {DispatchFanningOut, DispatchFannedOut, DispatchRetrying, DispatchFailed},
-		DispatchRetrying:   {DispatchFanningOut, DispatchFailed},
+		DispatchAccepted:   {DispatchFanningOut, DispatchCanceled},
+		DispatchFanningOut: {DispatchFanningOut, DispatchFannedOut, DispatchRetrying, DispatchFailed, DispatchCanceled},
+		DispatchRetrying:   {DispatchFanningOut, DispatchFailed, DispatchCanceled},
 		DispatchFannedOut:  nil,
+		DispatchCanceled:   nil,
 		DispatchFailed:     nil,
 		DispatchRejected:   nil,
 		DispatchDuplicate:  nil,
@@ -65,7 +67,7 @@ var Transitions = map[Kind]map[Status][]Status{
 // first already claimed (fanning_out), and the one delivery of a fan-out it delivers inline
 // already claimed (sending): the same claims, one round trip fewer.
 var InitialStates = map[Kind][]Status{
-	KindDispatch: {DispatchAccepted, DispatchFanningOut, DispatchRejected, DispatchDuplicate},
+	KindDispatch: {DispatchAccepted, DispatchFanningOut, DispatchRejected, DispatchDuplicate, DispatchCanceled},
 	KindReceipt:  {ReceiptScheduled, ReceiptSending, ReceiptSkipped, ReceiptFailed},
 }
 

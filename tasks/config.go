@@ -82,6 +82,10 @@ type Config struct {
 	IdempotencyWindow time.Duration
 	// SecretRetention is how long sealed secrets are kept at most. Defaults to 7 days.
 	SecretRetention time.Duration
+	// FanoutChunk is how many receipts a fan-out commits at a time. Each chunk commits with the
+	// fan-out's progress and extends its lease, so a fan-out to millions of recipients uses bounded
+	// memory and resumes after a crash. Defaults to 1000.
+	FanoutChunk int
 	// DisableInline turns off delivering a fan-out's single immediate delivery in the same task.
 	DisableInline bool
 	// AsynqRetries is how often asynq re-runs a task whose handler could not reach Postgres.
@@ -111,6 +115,7 @@ func (c Config) withDefaults() Config {
 	c.IdempotencyWindow = cmp.Or(c.IdempotencyWindow, 24*time.Hour)
 	c.SecretRetention = cmp.Or(c.SecretRetention, 7*24*time.Hour)
 	c.AsynqRetries = cmp.Or(c.AsynqRetries, 8)
+	c.FanoutChunk = cmp.Or(c.FanoutChunk, 1000)
 	if c.Logger == nil {
 		l := zerolog.Nop()
 		c.Logger = &l
@@ -137,6 +142,9 @@ func (c Config) validate() error {
 	}
 	if c.Lease <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("lease %v must exceed the send timeout %v", c.Lease, c.SendTimeout))
+	}
+	if c.TaskTimeout <= c.SendTimeout {
+		errs = append(errs, fmt.Errorf("task timeout %v must exceed the send timeout %v (a fan-out may deliver inline)", c.TaskTimeout, c.SendTimeout))
 	}
 	if c.TaskTimeout >= c.Lease {
 		errs = append(errs, fmt.Errorf("task timeout %v must be below the lease %v", c.TaskTimeout, c.Lease))

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -214,8 +216,8 @@ func (f *fanout) run(ctx context.Context) {
 		return
 	}
 
-	// Step 4: secrets minted once and sealed; stored with the receipts in one transaction, so no
-	// receipt ever exists without them.
+	// Step 4 (mint): secrets minted once and sealed. They commit with the first chunk of
+	// receipts, so no receipt ever exists without them; a resumed fan-out reuses them.
 	var minted map[string]receipts.Minted
 	if sv, ok := ev.(events.SendVariabler); ok && row.Minted == nil {
 		vars, err := sv.SendVariables(ctx, d)
@@ -235,7 +237,7 @@ func (f *fanout) run(ctx context.Context) {
 		}
 	}
 
-	// Step 5: channels → recipients → policies → receipts.
+	// Step 5 (plan): channels → recipients → policies → receipts, one chunk at a time.
 	chs, err := ev.Channels(ctx, d)
 	if err != nil {
 		f.temporary(ctx, "channels: "+err.Error())
@@ -245,116 +247,284 @@ func (f *fanout) run(ctx context.Context) {
 		f.fail(ctx, err.Error())
 		return
 	}
-	var rs []receipts.NewReceipt
-	seen := map[string]bool{}
-	for _, ch := range chs {
-		rcs, err := ev.Recipients(ctx, d, ch)
-		if err != nil {
-			f.temporary(ctx, fmt.Sprintf("recipients of channel %q: %v", ch.Key, err))
-			return
-		}
-		due := ch.Time.DueAt(row.AcceptedAt)
-		maxAttempts := ch.Policy.MaxAttempts
-		if maxAttempts <= 0 {
-			maxAttempts = w.cfg.MaxAttempts
-		}
-		for _, rc := range rcs {
-			if key := ch.Key + "\x00" + rc.Key(); rc.Key() != "" {
-				if seen[key] {
-					continue // one delivery per (channel, recipient)
-				}
-				seen[key] = true
-			}
-			nr := receipts.NewReceipt{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: row.ID, EventID: row.EventID,
-				ChannelKey: ch.Key, Transport: ch.Transport, Audience: ch.Audience, RecipientID: rc.Key(),
-				Recipient:   receipts.Recipient{Address: rc.Address, Name: rc.Name, Locale: rc.Locale},
-				MaxAttempts: maxAttempts, DueAt: due, ExpiresAt: due.Add(events.MaxAgeOf(ev, ch))}
-			switch dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); {
-			case err != nil:
-				f.temporary(ctx, fmt.Sprintf("should send (channel %q): %v", ch.Key, err))
-				return
-			case rc.Key() == "":
-				nr.RecipientID, nr.Status, nr.LastError = "invalid:"+nr.ID, receipts.ReceiptSkipped, "recipient has neither id nor address"
-			case !dec.Send:
-				nr.Status, nr.LastError = receipts.ReceiptSkipped, cmpOr(dec.Reason, "should_send said no")
-			case w.cfg.Senders[ch.Transport] == nil:
-				nr.Status, nr.LastError = receipts.ReceiptFailed, fmt.Sprintf("no sender configured for transport %q on this worker", ch.Transport)
-			default:
-				nr.Status = receipts.ReceiptScheduled
-			}
-			rs = append(rs, nr)
-		}
-	}
-
-	// Step 6 decided before the commit: a single delivery due now is inserted already claimed
-	// and delivered inline; deliveries due within the horizon are marked enqueued and enqueued
-	// right after; later ones are left to the promoter.
-	now := time.Now()
-	var scheduled []int
-	for i := range rs {
-		if rs[i].Status == receipts.ReceiptScheduled {
-			scheduled = append(scheduled, i)
-		}
-	}
-	inline := -1
-	if len(scheduled) == 1 && !w.cfg.DisableInline && !rs[scheduled[0]].DueAt.After(now) {
-		inline = scheduled[0]
-		rs[inline].Status, rs[inline].ClaimFor = receipts.ReceiptSending, w.cfg.Lease
-	}
-	var toEnqueue []receipts.DueTask
-	for _, i := range scheduled {
-		if i != inline && !rs[i].DueAt.After(now.Add(w.cfg.Horizon)) {
-			rs[i].Enqueued = true
-			toEnqueue = append(toEnqueue, receipts.DueTask{ID: rs[i].ID, DueAt: rs[i].DueAt})
-		}
-	}
-
-	// Steps 4, 5 and 7 commit together, fenced on the attempt: minted values, receipts, fanned_out.
-	// A claimed dispatch has no receipts yet (they only ever commit with fanned_out), so every
-	// receipt here is new. From then on the promoter owns any receipt whose task is lost.
-	err = w.record(ctx, func(ctx context.Context) error {
-		return pgx.BeginFunc(ctx, w.cfg.DB, func(tx pgx.Tx) error {
-			st := receipts.New(tx)
-			if minted != nil {
-				if err := st.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
-					return err
-				}
-			}
-			if err := st.InsertReceipts(ctx, rs); err != nil {
-				return err
-			}
-			return st.FinishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFannedOut, time.Time{}, "")
-		})
-	})
+	pos, err := f.progress(ctx, chs)
 	if err != nil {
 		f.err = err
 		return
 	}
-	committed = true
-	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
-	w.log.Debug().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("receipts", len(rs)).Msg("fanned out")
+	started := time.Now()
+	slice := min(w.cfg.TaskTimeout, w.cfg.Lease) / 2
+	first := pos.Chunks == 0
+	pages := &recipientPages{ev: ev, d: d, chs: chs, pos: pos, size: w.cfg.FanoutChunk}
+	for {
+		ch, rcs, next, err := pages.next(ctx)
+		if err != nil {
+			f.temporary(ctx, err.Error())
+			return
+		}
+		rs, err := w.plan(ctx, ev, d, row, ch, rcs)
+		if err != nil {
+			f.temporary(ctx, err.Error())
+			return
+		}
+		last := next.Done
+		inline := -1
+		if first && last {
+			inline = w.inlineOf(rs)
+		}
+		toEnqueue := w.markDue(rs, inline)
 
-	if inline >= 0 {
-		r, err := w.store.GetReceipt(ctx, rs[inline].ID)
+		// Steps 6–7 (commit): the chunk, the minted values (first chunk) and either the progress
+		// (more to come; the lease is extended) or fanned_out commit together, fenced on the
+		// attempt: a canceled dispatch or a lease taken over commits nothing.
+		next.Chunks = pos.Chunks + 1
+		var inserted []string
+		err = w.record(ctx, func(ctx context.Context) error {
+			return pgx.BeginFunc(ctx, w.cfg.DB, func(tx pgx.Tx) error {
+				st := receipts.New(tx)
+				if minted != nil {
+					if err := st.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
+						return err
+					}
+				}
+				var err error
+				if inserted, err = st.InsertNewReceipts(ctx, rs); err != nil {
+					return err
+				}
+				if last {
+					return st.FinishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFannedOut, time.Time{}, "")
+				}
+				b, _ := json.Marshal(next)
+				return st.SaveFanoutProgress(ctx, row.ID, row.Attempt, b, w.cfg.Lease)
+			})
+		})
 		if err != nil {
 			f.err = err
 			return
 		}
-		f.err = w.deliverClaimed(ctx, &receipts.Claim{Receipt: r}, &hydrated{ev: ev, d: d, red: f.red, channels: chs})
-		return
-	}
-	w.enqueueReceiptTasks(ctx, toEnqueue)
-}
+		minted, first, pos = nil, false, next
+		committed = last
 
-// enqueueReceiptTasks hands deliver tasks to asynq for receipts already marked enqueued. A
-// failure is left to the promoter, which enqueues again after RequeueAfter.
-func (w *Worker) enqueueReceiptTasks(ctx context.Context, due []receipts.DueTask) {
-	for _, r := range due {
-		p, _ := json.Marshal(DeliverPayload{V: 1, ReceiptID: r.ID, Attempt: r.Attempt})
-		if err := w.enqueue(ctx, TypeDeliver, DeliverTaskID(r.ID, r.Attempt), p, r.DueAt); err != nil {
-			w.log.Warn().Err(err).Str("receipt_id", r.ID).Msg("enqueue failed; the promoter will retry")
+		// Hand off: deliveries due within the horizon get their tasks; later ones wait for the
+		// promoter. Only receipts this chunk inserted: a resumed chunk's existing ones have theirs.
+		if last && inline >= 0 && len(inserted) == 1 && inserted[0] == rs[inline].ID {
+			w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
+			r, err := w.store.GetReceipt(ctx, rs[inline].ID)
+			if err != nil {
+				f.err = err
+				return
+			}
+			f.err = w.deliverClaimed(ctx, &receipts.Claim{Receipt: r}, &hydrated{ev: ev, d: d, red: f.red, channels: chs})
+			return
+		}
+		w.enqueueReceiptTasks(ctx, onlyInserted(toEnqueue, inserted))
+		if last {
+			w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
+			w.log.Debug().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("chunks", pos.Chunks).Msg("fanned out")
+			return
+		}
+		if time.Since(started) > slice || ctx.Err() != nil {
+			f.yield(ctx)
+			return
 		}
 	}
+}
+
+// fanoutPos is where a fan-out has got to: stored with each chunk it commits.
+type fanoutPos struct {
+	Channel string `json:"channel"`          // key of the channel being fanned out ("" before the first)
+	Cursor  string `json:"cursor,omitempty"` // RecipientPager: the next page's cursor
+	Offset  int    `json:"offset,omitempty"` // plain Recipients: how many of the list are committed
+	Chunks  int    `json:"chunks"`           // chunks committed so far
+	Done    bool   `json:"-"`                // nothing after this chunk
+}
+
+// progress reads where an earlier attempt of this fan-out stopped.
+func (f *fanout) progress(ctx context.Context, chs []events.Channel) (fanoutPos, error) {
+	pos := fanoutPos{Channel: chs[0].Key}
+	if f.row.Attempt <= 1 {
+		return pos, nil // a first attempt has committed nothing
+	}
+	raw, err := f.w.store.FanoutProgress(ctx, f.row.ID)
+	if err != nil || raw == nil {
+		return pos, err
+	}
+	if err := json.Unmarshal(raw, &pos); err != nil {
+		return fanoutPos{Channel: chs[0].Key}, nil //nolint:nilerr // unreadable progress: start over (ON CONFLICT keeps it single)
+	}
+	return pos, nil
+}
+
+// recipientPages walks the channels' recipients from a position, one chunk at a time.
+type recipientPages struct {
+	ev   events.Event
+	d    *events.Dispatch
+	chs  []events.Channel
+	pos  fanoutPos
+	size int
+	list []events.Recipient // plain Recipients of the current channel, fetched once per run
+	for_ string             // the channel list belongs to
+}
+
+// next returns the channel and recipients of the next chunk and the position after it.
+func (p *recipientPages) next(ctx context.Context) (events.Channel, []events.Recipient, fanoutPos, error) {
+	i := slices.IndexFunc(p.chs, func(c events.Channel) bool { return c.Key == p.pos.Channel })
+	if i < 0 {
+		i, p.pos = 0, fanoutPos{Channel: p.chs[0].Key, Chunks: p.pos.Chunks} // the channels changed: start over
+	}
+	ch := p.chs[i]
+	var rcs []events.Recipient
+	next := p.pos
+	if pager, ok := p.ev.(events.RecipientPager); ok {
+		page, cursor, err := pager.RecipientsPage(ctx, p.d, ch, p.pos.Cursor, p.size)
+		if err != nil {
+			return ch, nil, next, fmt.Errorf("recipients of channel %q: %w", ch.Key, err)
+		}
+		rcs, next.Cursor = page, cursor
+		if cursor != "" {
+			p.pos = next
+			return ch, rcs, next, nil
+		}
+	} else {
+		if p.for_ != ch.Key {
+			list, err := p.ev.Recipients(ctx, p.d, ch)
+			if err != nil {
+				return ch, nil, next, fmt.Errorf("recipients of channel %q: %w", ch.Key, err)
+			}
+			p.list, p.for_ = list, ch.Key
+		}
+		from := min(p.pos.Offset, len(p.list))
+		to := min(from+p.size, len(p.list))
+		rcs, next.Offset = p.list[from:to], to
+		if to < len(p.list) {
+			p.pos = next
+			return ch, rcs, next, nil
+		}
+	}
+	// This channel is done: the next position is the start of the next channel.
+	if i+1 < len(p.chs) {
+		next = fanoutPos{Channel: p.chs[i+1].Key, Chunks: p.pos.Chunks}
+	} else {
+		next.Done = true
+	}
+	p.pos = next
+	return ch, rcs, next, nil
+}
+
+// plan turns one chunk of a channel's recipients into receipts: the recipient key, the due
+// and expiry times, the attempt ceiling, and the status — scheduled, or skipped/failed with the
+// reason when a policy says no, the recipient has no key, or no transport serves the channel.
+func (w *Worker) plan(ctx context.Context, ev events.Event, d *events.Dispatch, row *receipts.Dispatch, ch events.Channel, rcs []events.Recipient) ([]receipts.NewReceipt, error) {
+	due := ch.Time.DueAt(row.AcceptedAt)
+	maxAttempts := ch.Policy.MaxAttempts
+	if maxAttempts <= 0 {
+		maxAttempts = w.cfg.MaxAttempts
+	}
+	rs := make([]receipts.NewReceipt, 0, len(rcs))
+	for _, rc := range rcs {
+		nr := receipts.NewReceipt{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: row.ID, EventID: row.EventID,
+			ChannelKey: ch.Key, Transport: ch.Transport, Audience: ch.Audience, RecipientID: rc.Key(),
+			Recipient:   receipts.Recipient{Address: rc.Address, Name: rc.Name, Locale: rc.Locale},
+			MaxAttempts: maxAttempts, DueAt: due, ExpiresAt: due.Add(events.MaxAgeOf(ev, ch))}
+		switch dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); {
+		case err != nil:
+			return nil, fmt.Errorf("should send (channel %q): %w", ch.Key, err)
+		case rc.Key() == "":
+			nr.RecipientID, nr.Status, nr.LastError = "invalid:"+nr.ID, receipts.ReceiptSkipped, "recipient has neither id nor address"
+		case !dec.Send:
+			nr.Status, nr.LastError = receipts.ReceiptSkipped, cmpOr(dec.Reason, "should_send said no")
+		case w.cfg.Senders[ch.Transport] == nil:
+			nr.Status, nr.LastError = receipts.ReceiptFailed, fmt.Sprintf("no sender configured for transport %q on this worker", ch.Transport)
+		default:
+			nr.Status = receipts.ReceiptScheduled
+		}
+		rs = append(rs, nr)
+	}
+	return rs, nil
+}
+
+// inlineOf picks the delivery to send in this task: the only scheduled one, when it is due now
+// (it is inserted already claimed). -1: none.
+func (w *Worker) inlineOf(rs []receipts.NewReceipt) int {
+	inline := -1
+	for i := range rs {
+		if rs[i].Status != receipts.ReceiptScheduled {
+			continue
+		}
+		if inline >= 0 {
+			return -1
+		}
+		inline = i
+	}
+	if inline < 0 || w.cfg.DisableInline || rs[inline].DueAt.After(time.Now()) {
+		return -1
+	}
+	rs[inline].Status, rs[inline].ClaimFor = receipts.ReceiptSending, w.cfg.Lease
+	return inline
+}
+
+// markDue marks the scheduled deliveries due within the horizon as enqueued and returns them.
+func (w *Worker) markDue(rs []receipts.NewReceipt, inline int) []receipts.DueTask {
+	horizon := time.Now().Add(w.cfg.Horizon)
+	var out []receipts.DueTask
+	for i := range rs {
+		if i != inline && rs[i].Status == receipts.ReceiptScheduled && !rs[i].DueAt.After(horizon) {
+			rs[i].Enqueued = true
+			out = append(out, receipts.DueTask{ID: rs[i].ID, DueAt: rs[i].DueAt})
+		}
+	}
+	return out
+}
+
+func onlyInserted(due []receipts.DueTask, inserted []string) []receipts.DueTask {
+	if len(due) == len(inserted) {
+		return due
+	}
+	ok := make(map[string]bool, len(inserted))
+	for _, id := range inserted {
+		ok[id] = true
+	}
+	return slices.DeleteFunc(due, func(d receipts.DueTask) bool { return !ok[d.ID] })
+}
+
+// yield ends this task's time slice of a long fan-out: the dispatch goes back to retrying, due
+// now, with its attempt given back, and a continuation task picks it up where it stopped.
+func (f *fanout) yield(ctx context.Context) {
+	w, row := f.w, f.row
+	if err := w.record(ctx, func(ctx context.Context) error { return w.store.YieldDispatch(ctx, row.ID, row.Attempt) }); err != nil {
+		f.err = err
+		return
+	}
+	w.log.Debug().Str("dispatch_id", row.ID).Msg("long fan-out: time slice over, continuing in a new task")
+	p, _ := json.Marshal(DispatchPayload{V: 1, DispatchID: row.ID})
+	taskID := fmt.Sprintf("%s:slice:%d", DispatchTaskID(row.ID, row.Attempt-1), time.Now().UnixNano())
+	if err := w.enqueue(ctx, TypeDispatch, taskID, p, time.Now()); err != nil {
+		w.log.Warn().Err(err).Str("dispatch_id", row.ID).Msg("enqueue the fan-out's next slice failed; the promoter will")
+	}
+}
+
+// enqueueReceiptTasks hands deliver tasks to asynq for receipts already marked enqueued, a few
+// at a time in parallel (asynq v0.26 has no batch enqueue). A failure is left to the promoter,
+// which enqueues again after RequeueAfter.
+func (w *Worker) enqueueReceiptTasks(ctx context.Context, due []receipts.DueTask) {
+	const parallel = 8
+	var wg sync.WaitGroup
+	work := make(chan receipts.DueTask)
+	for range min(parallel, len(due)) {
+		wg.Go(func() {
+			for r := range work {
+				p, _ := json.Marshal(DeliverPayload{V: 1, ReceiptID: r.ID, Attempt: r.Attempt})
+				if err := w.enqueue(ctx, TypeDeliver, DeliverTaskID(r.ID, r.Attempt), p, r.DueAt); err != nil {
+					w.log.Warn().Err(err).Str("receipt_id", r.ID).Msg("enqueue failed; the promoter will retry")
+				}
+			}
+		})
+	}
+	for _, r := range due {
+		work <- r
+	}
+	close(work)
+	wg.Wait()
 }
 
 // unknown retries for UnknownEventFor after acceptance (rolling deploys), then fails.

@@ -115,7 +115,7 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) prometheus.Co
 
 type collectorFunc func(chan<- prometheus.Metric)
 
-func (f collectorFunc) Describe(chan<- *prometheus.Desc)  {}
+func (f collectorFunc) Describe(chan<- *prometheus.Desc)    {}
 func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f(ch) }
 
 // TestLostReplyAfterDataIsInDoubt: a reply lost after the final "." is retried with the same
