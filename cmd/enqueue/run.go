@@ -6,10 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
+	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -21,23 +26,32 @@ import (
 )
 
 type root struct {
-	EnvFile  string      `help:"File of KEY=value settings used for variables not set in the environment." default:".herald/dev.env" placeholder:"FILE"`
-	JSON     bool        `help:"Print JSON instead of text."`
-	Dispatch dispatchCmd `cmd:"" help:"Dispatch an event; prints the dispatch id."`
-	Status   statusCmd   `cmd:"" help:"Show a dispatch and its receipts."`
-	Cancel   cancelCmd   `cmd:"" help:"Cancel a dispatch's deliveries that have not started (delayed or waiting to retry)."`
-	Rejected rejectedCmd `cmd:"" help:"List tasks too broken to process (malformed payloads, missing rows)."`
-	Receipts receiptsCmd `cmd:"" help:"Inspect receipts."`
-	Mailbox  mailboxCmd  `cmd:"" help:"Read the development mailbox (HERALD_SMTP_URL=capture://)."`
+	EnvFile    *string       `name:"env-file" help:"File of KEY=value settings for variables not set in the environment. Default: the checkout's .herald/dev.env (see enqueue --help)." placeholder:"FILE"`
+	JSON       bool          `help:"Print JSON (snake_case keys) instead of text."`
+	Dispatch   dispatchCmd   `cmd:"" help:"Dispatch an event; prints the dispatch id."`
+	Status     statusCmd     `cmd:"" help:"Show a dispatch and its receipts."`
+	Cancel     cancelCmd     `cmd:"" help:"Cancel a dispatch at any stage: still queued in Redis, waiting to retry, fanning out, or with deliveries that have not started. A delivery being sent finishes."`
+	Dispatches dispatchesCmd `cmd:"" help:"List dispatches, newest first (--status failed: those whose fan-out failed, with the reason)."`
+	Receipts   receiptsCmd   `cmd:"" help:"Inspect and cancel receipts (deliveries)."`
+	Rejected   rejectedCmd   `cmd:"" help:"List rejected tasks: payloads too broken to have a dispatch row, and tasks naming a dispatch or receipt that does not exist."`
+	Mailbox    mailboxCmd    `cmd:"" help:"Read the development mailbox (HERALD_SMTP_URL=capture://)."`
+	Help       cli.Help      `cmd:"" help:"Show this usage, or one command's: enqueue help receipts list."`
 }
+
+// description is the top of `enqueue --help`.
+const description = `Herald's ops CLI: dispatch events, inspect dispatches, receipts and the development mailbox.
+
+Settings come from HERALD_* variables, else from .herald/dev.env (written by make run; looked for in the current folder and its parents up to the repository root, then in the checkout holding this binary), or from --env-file FILE.
+
+Why did a message not arrive? "enqueue status ID" shows a dispatch and each delivery; "enqueue dispatches --status failed" and "enqueue receipts list --status failed" list what failed, with the reason; "enqueue rejected" lists tasks that never became a dispatch or a receipt.`
 
 type dispatchCmd struct {
 	Event          string   `arg:"" help:"Event id, such as accounts.password_reset."`
-	Ref            []string `help:"Data reference name=resource/id, such as user=users/42. Repeatable." placeholder:"NAME=RESOURCE/ID"`
-	Var            []string `help:"Variable key=value (a string), or key:=JSON (a number, object, …). Repeatable." placeholder:"KEY=VALUE"`
-	Secret         []string `help:"Secret variable key=value: sealed before it leaves this process, never logged. Repeatable." placeholder:"KEY=VALUE"`
+	Ref            []string `sep:"none" help:"Data reference name=resource/id, such as user=users/42. Repeat the flag for more." placeholder:"NAME=RESOURCE/ID"`
+	Var            []string `sep:"none" help:"Variable key=value (a string, commas included), or key:=JSON (a number, object, …). Repeat the flag for more." placeholder:"KEY=VALUE"`
+	Secret         []string `sep:"none" help:"Secret variable key=value: sealed before it leaves this process, never logged. Repeat the flag for more." placeholder:"KEY=VALUE"`
 	IdempotencyKey string   `help:"Idempotency key: a repeat within the window is the first dispatch." placeholder:"KEY"`
-	Tx             bool     `help:"Record the dispatch in PostgreSQL (the outbox path) instead of enqueueing it in Redis; idempotency is answered at once."`
+	Tx             bool     `help:"Record the dispatch in PostgreSQL (the outbox path) instead of enqueueing it in Redis; idempotency is answered at once (a repeat prints the first id, and a note on stderr)."`
 	Actor          string   `help:"Who is dispatching, recorded on the dispatch." default:"cli"`
 }
 
@@ -47,7 +61,20 @@ type statusCmd struct {
 
 type receiptsCmd struct {
 	Show   receiptShowCmd   `cmd:"" help:"Show one receipt."`
+	List   receiptListCmd   `cmd:"" help:"List receipts, newest first (--status failed: deliveries that failed, with the reason)."`
 	Cancel receiptCancelCmd `cmd:"" help:"Cancel one delivery that has not started."`
+}
+
+type dispatchesCmd struct {
+	Status string `help:"Only dispatches in this state: ${dispatch_states}." placeholder:"STATE"`
+	Event  string `help:"Only dispatches of this event id." placeholder:"EVENT"`
+	Limit  int    `help:"How many, newest first (1 to ${max_limit})." default:"20"`
+}
+
+type receiptListCmd struct {
+	Status   string `help:"Only receipts in this state: ${receipt_states}." placeholder:"STATE"`
+	Dispatch string `help:"Only the receipts of this dispatch id." placeholder:"ID"`
+	Limit    int    `help:"How many, newest first (1 to ${max_limit})." default:"20"`
 }
 
 type receiptCancelCmd struct {
@@ -62,6 +89,14 @@ type cancelCmd struct {
 
 type rejectedCmd struct {
 	Limit int `help:"How many, newest first." default:"20"`
+}
+
+// Help is the detail of `enqueue rejected --help`.
+func (rejectedCmd) Help() string {
+	return "A rejected task is one that could not become a dispatch or a receipt row: its payload was too broken to " +
+		"decode (it is not kept, only its size and SHA-256), or it named a dispatch or receipt that does not exist. " +
+		"A dispatch or a delivery that failed (a missing application row, a refused address, attempts exhausted) is " +
+		"not listed here: see enqueue dispatches --status failed and enqueue receipts list --status failed."
 }
 
 type receiptShowCmd struct {
@@ -84,29 +119,43 @@ type mailboxShowCmd struct {
 // env is what every command reads its settings from.
 type env struct {
 	getenv func(string) string
+	file   string // the settings file read, if any
 	out    io.Writer
+	errOut io.Writer
 	json   bool
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var r root
-	kctx, done, err := cli.Parse(&r, "enqueue", "Herald's ops CLI: dispatch events, inspect dispatches, receipts and the development mailbox.\n\n"+
-		"Settings come from HERALD_* variables, else from --env-file (written by `make run`).", args, stdout, stderr)
+	kctx, done, err := cli.Parse(&r, "enqueue", description, args, stdout, stderr, kong.Vars{
+		"dispatch_states": states(receipts.KindDispatch), "receipt_states": states(receipts.KindReceipt),
+		"max_limit": strconv.Itoa(receipts.MaxListLimit),
+	})
 	if done {
 		return err
 	}
-	get, err := cli.Env(getenv, r.EnvFile)
+	file := ""
+	if r.EnvFile != nil {
+		file = *r.EnvFile
+	} else {
+		file = cli.FindDevEnv(workDir(), binDir())
+	}
+	get, err := cli.Env(getenv, file)
 	if err != nil {
 		return err
 	}
-	e := &env{getenv: get, out: stdout, json: r.JSON}
+	e := &env{getenv: get, file: file, out: stdout, errOut: stderr, json: r.JSON}
 	switch kctx.Command() {
 	case "dispatch <event>":
 		return r.Dispatch.run(ctx, e)
 	case "status <id>":
 		return r.Status.run(ctx, e)
+	case "dispatches":
+		return r.Dispatches.run(ctx, e)
 	case "receipts show <id>":
 		return r.Receipts.Show.run(ctx, e)
+	case "receipts list":
+		return r.Receipts.List.run(ctx, e)
 	case "receipts cancel <id>":
 		return r.Receipts.Cancel.run(ctx, e)
 	case "cancel <id>":
@@ -121,12 +170,68 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return fmt.Errorf("unknown command %q", kctx.Command())
 }
 
+// workDir is the current folder, or "" when it cannot be told.
+func workDir() string {
+	d, _ := os.Getwd()
+	return d
+}
+
+// binDir is the folder of this program (bin/ of a checkout after make build), or "".
+func binDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if p, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = p
+	}
+	return filepath.Dir(exe)
+}
+
+// states lists kind's states for help texts.
+func states(kind receipts.Kind) string {
+	var out []string
+	for _, s := range receipts.States(kind) {
+		out = append(out, string(s))
+	}
+	return strings.Join(out, ", ")
+}
+
+// parseStatus checks a --status value against kind's states.
+func parseStatus(kind receipts.Kind, s string) (receipts.Status, error) {
+	if s == "" || slices.Contains(receipts.States(kind), receipts.Status(s)) {
+		return receipts.Status(s), nil
+	}
+	return "", fmt.Errorf("--status %q: not a %s state; want one of %s", s, kind, states(kind))
+}
+
+// parseLimit checks a --limit value.
+func parseLimit(n int) (int, error) {
+	if n < 1 || n > receipts.MaxListLimit {
+		return 0, fmt.Errorf("--limit %d: want 1 to %d", n, receipts.MaxListLimit)
+	}
+	return n, nil
+}
+
+// parseID returns a dispatch or receipt id in canonical form, refusing anything that is not a
+// UUID before PostgreSQL sees it.
+func parseID(what, id string) (string, error) {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return "", fmt.Errorf("%q is not a valid id: a %s id is a UUID, such as 01a2203a-c569-7ae3-b0c8-f27792223ad5", id, what)
+	}
+	return u.String(), nil
+}
+
 func (e *env) need(key, hint string) (string, error) {
 	v := e.getenv(key)
-	if v == "" {
-		return "", fmt.Errorf("%s is not set: %s (or run `make run`, which writes .herald/dev.env)", key, hint)
+	if v != "" {
+		return v, nil
 	}
-	return v, nil
+	if e.file != "" {
+		return "", fmt.Errorf("%s is not set, in the environment nor in %s: %s", key, e.file, hint)
+	}
+	return "", fmt.Errorf("%s is not set: %s (or run `make run` in the repository, which writes .herald/dev.env)", key, hint)
 }
 
 func (e *env) redis() (asynq.RedisConnOpt, error) {
@@ -169,6 +274,7 @@ func (e *env) print(v any, text func(io.Writer)) error {
 	if e.json {
 		enc := json.NewEncoder(e.out)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // "<a@b>" stays readable
 		return enc.Encode(v)
 	}
 	text(e.out)
@@ -245,12 +351,15 @@ func (c *dispatchCmd) run(ctx context.Context, e *env) error {
 		if err := tx.Commit(ctx); err != nil {
 			return err
 		}
-		return e.print(res, func(w io.Writer) {
-			if res.Duplicate {
-				fmt.Fprintf(w, "%s (duplicate: the idempotency key was already used with the same arguments)\n", res.ID)
-				return
-			}
+		v := struct {
+			ID        string `json:"id"`
+			Duplicate bool   `json:"duplicate"`
+		}{res.ID, res.Duplicate}
+		return e.print(v, func(w io.Writer) {
 			fmt.Fprintln(w, res.ID)
+			if res.Duplicate { // on stderr: id=$(enqueue dispatch --tx …) holds the id alone
+				fmt.Fprintf(e.errOut, "duplicate: the idempotency key was already used with the same arguments; %s is the first dispatch\n", res.ID)
+			}
 		})
 	}
 	ropt, err := e.redis()
@@ -298,34 +407,49 @@ func viewReceipt(r *receipts.Receipt) receiptView {
 		LastError: r.LastError, Response: r.ProviderResponse, DispatchID: r.DispatchID, RecipientID: r.RecipientID}
 }
 
+// dispatchView is a dispatch as the CLI prints it in JSON.
+type dispatchView struct {
+	ID          string     `json:"id"`
+	State       string     `json:"status"`
+	Event       string     `json:"event_id,omitempty"`
+	Attempt     int        `json:"attempt"`
+	AcceptedAt  *time.Time `json:"accepted_at,omitempty"`
+	UpdatedAt   *time.Time `json:"updated_at,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	DuplicateOf string     `json:"duplicate_of,omitempty"`
+}
+
+func viewDispatch(d *receipts.Dispatch) dispatchView {
+	return dispatchView{ID: d.ID, State: string(d.Status), Event: d.EventID, Attempt: d.Attempt, AcceptedAt: &d.AcceptedAt,
+		UpdatedAt: &d.UpdatedAt, LastError: d.LastError, DuplicateOf: d.DuplicateOf}
+}
+
 type statusView struct {
-	ID          string        `json:"id"`
-	State       string        `json:"status"`
-	Event       string        `json:"event_id,omitempty"`
-	Attempt     int           `json:"attempt"`
-	AcceptedAt  *time.Time    `json:"accepted_at,omitempty"`
-	LastError   string        `json:"last_error,omitempty"`
-	DuplicateOf string        `json:"duplicate_of,omitempty"`
-	Receipts    []receiptView `json:"receipts"`
+	dispatchView
+	Receipts []receiptView `json:"receipts"`
 }
 
 func (c *statusCmd) run(ctx context.Context, e *env) error {
+	id, err := parseID("dispatch", c.ID)
+	if err != nil {
+		return err
+	}
 	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	d, err := store.GetDispatch(ctx, c.ID)
+	d, err := store.GetDispatch(ctx, id)
 	if errors.Is(err, receipts.ErrNotFound) {
-		queued, qerr := e.queued(ctx, c.ID)
+		queued, qerr := e.queued(ctx, id)
 		if qerr != nil {
 			return qerr
 		}
 		if queued {
-			v := statusView{ID: c.ID, State: "queued", Receipts: []receiptView{}}
-			return e.print(v, func(w io.Writer) { fmt.Fprintf(w, "dispatch %s: queued, not yet picked up by a worker\n", c.ID) })
+			v := statusView{dispatchView: dispatchView{ID: id, State: "queued"}, Receipts: []receiptView{}}
+			return e.print(v, func(w io.Writer) { fmt.Fprintf(w, "dispatch %s: queued, not yet picked up by a worker\n", id) })
 		}
-		return fmt.Errorf("dispatch %s: not found in PostgreSQL nor queued in Redis", c.ID)
+		return fmt.Errorf("dispatch %s: not found in PostgreSQL nor queued in Redis", id)
 	}
 	if err != nil {
 		return err
@@ -334,8 +458,7 @@ func (c *statusCmd) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	v := statusView{ID: d.ID, State: string(d.Status), Event: d.EventID, Attempt: d.Attempt, AcceptedAt: &d.AcceptedAt,
-		LastError: d.LastError, DuplicateOf: d.DuplicateOf, Receipts: []receiptView{}}
+	v := statusView{dispatchView: viewDispatch(d), Receipts: []receiptView{}}
 	for _, r := range rs {
 		v.Receipts = append(v.Receipts, viewReceipt(r))
 	}
@@ -388,12 +511,16 @@ func (e *env) queued(ctx context.Context, id string) (bool, error) {
 }
 
 func (c *receiptShowCmd) run(ctx context.Context, e *env) error {
+	id, err := parseID("receipt", c.ID)
+	if err != nil {
+		return err
+	}
 	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	r, err := store.GetReceipt(ctx, c.ID)
+	r, err := store.GetReceipt(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -458,7 +585,18 @@ func (c *mailboxShowCmd) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	return e.print(m, func(w io.Writer) {
+	v := struct {
+		ID        int64     `json:"id"`
+		ReceiptID string    `json:"receipt_id"`
+		MessageID string    `json:"message_id"`
+		From      string    `json:"from"`
+		To        string    `json:"to"`
+		Subject   string    `json:"subject"`
+		Text      string    `json:"text"`
+		HTML      string    `json:"html"`
+		At        time.Time `json:"created_at"`
+	}{m.ID, m.ReceiptID, m.MessageID, m.From, m.To, m.Subject, m.Text, m.HTML, m.CreatedAt}
+	return e.print(v, func(w io.Writer) {
 		fmt.Fprintf(w, "From:       %s\nTo:         %s\nSubject:    %s\nMessage-ID: %s\nReceipt:    %s\n\n%s\n", m.From, m.To, m.Subject, m.MessageID, m.ReceiptID, m.Text)
 		if m.HTML != "" {
 			fmt.Fprintf(w, "\n--- HTML (%d bytes) ---\n%s\n", len(m.HTML), m.HTML)
@@ -467,42 +605,166 @@ func (c *mailboxShowCmd) run(ctx context.Context, e *env) error {
 }
 
 func (c *cancelCmd) run(ctx context.Context, e *env) error {
+	id, err := parseID("dispatch", c.ID)
+	if err != nil {
+		return err
+	}
 	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if _, err := store.GetDispatch(ctx, c.ID); err != nil {
-		return err
+	// A dispatch PostgreSQL does not know yet may still wait in Redis: then a tombstone row makes
+	// its first sight cancel it. An id known to neither is an error, not a tombstone.
+	_, gerr := store.GetDispatch(ctx, id)
+	if gerr != nil && !errors.Is(gerr, receipts.ErrNotFound) {
+		return gerr
 	}
-	n, err := store.CancelReceipts(ctx, c.ID, c.Reason)
+	tombstone := false
+	if errors.Is(gerr, receipts.ErrNotFound) {
+		if tombstone, err = e.queued(ctx, id); err != nil {
+			return err
+		}
+		if !tombstone {
+			return fmt.Errorf("dispatch %s: not in PostgreSQL and not queued in Redis (queue %q): nothing to cancel", id, e.queue())
+		}
+	}
+	res, err := store.CancelDispatch(ctx, id, c.Reason, tombstone)
 	if err != nil {
 		return err
 	}
-	return e.print(map[string]any{"id": c.ID, "canceled": n}, func(w io.Writer) {
-		fmt.Fprintf(w, "dispatch %s: %d deliver%s canceled\n", c.ID, n, map[bool]string{true: "y", false: "ies"}[n == 1])
+	out := map[string]any{"id": id, "was": string(res.Was), "dispatch_canceled": res.Dispatch, "tombstone": res.Tombstone,
+		"deliveries_canceled": res.Receipts}
+	return e.print(out, func(w io.Writer) {
+		switch {
+		case res.Tombstone:
+			fmt.Fprintf(w, "dispatch %s: canceled before any worker saw it (still queued in Redis); it will send nothing\n", id)
+		case res.Dispatch:
+			fmt.Fprintf(w, "dispatch %s: canceled while %s; no more deliveries will be created", id, res.Was)
+			fmt.Fprintf(w, ", %d deliver%s canceled\n", res.Receipts, plural(res.Receipts))
+		default:
+			fmt.Fprintf(w, "dispatch %s is %s: %d deliver%s that had not started canceled (a delivery being sent finishes)\n",
+				id, res.Was, res.Receipts, plural(res.Receipts))
+		}
 	})
 }
 
+func plural(n int64) string {
+	if n == 1 {
+		return "y"
+	}
+	return "ies"
+}
+
 func (c *receiptCancelCmd) run(ctx context.Context, e *env) error {
+	id, err := parseID("receipt", c.ID)
+	if err != nil {
+		return err
+	}
 	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	if err := store.SetStatus(ctx, receipts.KindReceipt, c.ID, receipts.ReceiptCanceled, c.Reason); err != nil {
+	if err := store.SetStatus(ctx, receipts.KindReceipt, id, receipts.ReceiptCanceled, c.Reason); err != nil {
 		if errors.Is(err, receipts.ErrTransition) {
-			st, _ := store.Status(ctx, receipts.KindReceipt, c.ID)
+			st, _ := store.Status(ctx, receipts.KindReceipt, id)
 			if st == "" {
-				return fmt.Errorf("receipt %s: %w", c.ID, receipts.ErrNotFound)
+				return fmt.Errorf("receipt %s: %w", id, receipts.ErrNotFound)
 			}
-			return fmt.Errorf("receipt %s is %s: only scheduled or retrying deliveries can be canceled", c.ID, st)
+			return fmt.Errorf("receipt %s is %s: only scheduled or retrying deliveries can be canceled", id, st)
 		}
 		return err
 	}
-	return e.print(map[string]string{"id": c.ID, "status": "canceled"}, func(w io.Writer) {
-		fmt.Fprintf(w, "receipt %s: canceled\n", c.ID)
+	return e.print(map[string]string{"id": id, "status": "canceled"}, func(w io.Writer) {
+		fmt.Fprintf(w, "receipt %s: canceled\n", id)
 	})
+}
+
+func (c *dispatchesCmd) run(ctx context.Context, e *env) error {
+	st, err := parseStatus(receipts.KindDispatch, c.Status)
+	if err != nil {
+		return err
+	}
+	limit, err := parseLimit(c.Limit)
+	if err != nil {
+		return err
+	}
+	store, done, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ds, err := store.FindDispatches(ctx, receipts.DispatchFilter{Status: st, EventID: c.Event, Limit: limit})
+	if err != nil {
+		return err
+	}
+	views := []dispatchView{}
+	for _, d := range ds {
+		views = append(views, viewDispatch(d))
+	}
+	return e.print(views, func(w io.Writer) {
+		if len(ds) == 0 {
+			fmt.Fprintln(w, "no dispatches")
+			return
+		}
+		for _, d := range ds {
+			fmt.Fprintf(w, "%s  %s  %-11s %-30s attempt %d%s\n", d.AcceptedAt.Local().Format(time.DateTime), d.ID, d.Status, d.EventID,
+				d.Attempt, reason(d.LastError))
+		}
+	})
+}
+
+func (c *receiptListCmd) run(ctx context.Context, e *env) error {
+	st, err := parseStatus(receipts.KindReceipt, c.Status)
+	if err != nil {
+		return err
+	}
+	limit, err := parseLimit(c.Limit)
+	if err != nil {
+		return err
+	}
+	dispatchID := ""
+	if c.Dispatch != "" {
+		if dispatchID, err = parseID("dispatch", c.Dispatch); err != nil {
+			return fmt.Errorf("--dispatch: %w", err)
+		}
+	}
+	store, done, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rs, err := store.FindReceipts(ctx, receipts.ReceiptFilter{Status: st, DispatchID: dispatchID, Limit: limit})
+	if err != nil {
+		return err
+	}
+	views := []receiptView{}
+	for _, r := range rs {
+		views = append(views, viewReceipt(r))
+	}
+	return e.print(views, func(w io.Writer) {
+		if len(rs) == 0 {
+			fmt.Fprintln(w, "no receipts")
+			return
+		}
+		for _, r := range rs {
+			doubt := ""
+			if r.InDoubt {
+				doubt = "  (in doubt)"
+			}
+			fmt.Fprintf(w, "%s  %s  %-9s %-8s %-24s attempt %d%s%s\n", r.CreatedAt.Local().Format(time.DateTime), r.ID, r.Status,
+				r.ChannelKey, r.Recipient.Address, r.Attempt, reason(r.LastError), doubt)
+		}
+	})
+}
+
+// reason formats a last error for the end of a text line.
+func reason(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "  — " + s
 }
 
 func (c *rejectedCmd) run(ctx context.Context, e *env) error {
@@ -515,10 +777,21 @@ func (c *rejectedCmd) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	if rt == nil {
-		rt = []receipts.RejectedTask{}
+	type row struct {
+		ID            int64     `json:"id"`
+		TaskType      string    `json:"task_type"`
+		TaskID        string    `json:"task_id"`
+		Queue         string    `json:"queue"`
+		Reason        string    `json:"reason"`
+		PayloadSize   int       `json:"payload_size"`
+		PayloadSHA256 string    `json:"payload_sha256"`
+		At            time.Time `json:"created_at"`
 	}
-	return e.print(rt, func(w io.Writer) {
+	rows := []row{}
+	for _, t := range rt {
+		rows = append(rows, row{t.ID, t.TaskType, t.TaskID, t.Queue, t.Reason, t.PayloadSize, t.PayloadSHA256, t.CreatedAt})
+	}
+	return e.print(rows, func(w io.Writer) {
 		if len(rt) == 0 {
 			fmt.Fprintln(w, "no rejected tasks")
 			return

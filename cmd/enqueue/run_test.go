@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/examples"
+	"github.com/heraldhq/herald/internal/seal"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/receipts"
 )
@@ -46,7 +50,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	b := &bundle{env: map[string]string{}}
 	for _, args := range [][]string{{"--help"}, {"dispatch", "--help"}, {"status", "--help"}, {"receipts", "show", "--help"},
 		{"mailbox", "list", "--help"}, {"mailbox", "show", "--help"}, {"cancel", "--help"}, {"receipts", "cancel", "--help"},
-		{"rejected", "--help"}} {
+		{"rejected", "--help"}, {"dispatches", "--help"}, {"receipts", "list", "--help"}, {"help"}, {"help", "dispatch"}} {
 		out, err := b.run(t, args...)
 		if err != nil || !strings.Contains(out, "Usage: enqueue") {
 			t.Errorf("%v: %v\n%s", args, err, out)
@@ -169,8 +173,28 @@ func TestCancelAndRejected(t *testing.T) {
 		t.Fatalf("cancel twice: %v", err)
 	}
 	out, err = b.run(t, "cancel", id)
-	if err != nil || !strings.Contains(out, "1 delivery canceled") {
+	if err != nil || !strings.Contains(out, "canceled while accepted") || !strings.Contains(out, "1 delivery canceled") {
 		t.Fatalf("cancel dispatch: %v %q", err, out)
+	}
+	if st, _ := store.Status(ctx, receipts.KindDispatch, id); st != receipts.DispatchCanceled {
+		t.Fatalf("dispatch %s after cancel, want canceled", st)
+	}
+	// A dispatch still queued in Redis: a tombstone its first sight respects.
+	out, err = b.run(t, "dispatch", "accounts.password_reset", "--ref", "user=users/42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := strings.TrimSpace(out)
+	out, err = b.run(t, "cancel", queued)
+	if err != nil || !strings.Contains(out, "before any worker saw it") {
+		t.Fatalf("cancel a queued dispatch: %v %q", err, out)
+	}
+	if st, _ := store.Status(ctx, receipts.KindDispatch, queued); st != receipts.DispatchCanceled {
+		t.Fatalf("tombstone status %q", st)
+	}
+	// An id known to neither store is an error, not a tombstone.
+	if _, err := b.run(t, "cancel", uuid.Must(uuid.NewV7()).String()); err == nil || !strings.Contains(err.Error(), "nothing to cancel") {
+		t.Fatalf("cancel an unknown id: %v", err)
 	}
 	out, _ = b.run(t, "status", id)
 	if strings.Count(out, "canceled  attempt") != 2 || !strings.Contains(out, "changed my mind") {
@@ -183,4 +207,359 @@ func TestCancelAndRejected(t *testing.T) {
 	if err != nil || !strings.Contains(out, "malformed payload: unexpected EOF") {
 		t.Fatalf("rejected: %v %q", err, out)
 	}
+}
+
+// TestCommaValuesAreNotSplit: a value holding a comma is one value; a flag is repeated instead.
+func TestCommaValuesAreNotSplit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	out, err := b.run(t, "dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/42",
+		"--var", "note=hello, world", "--var", `obj:={"a":1,"b":2}`, "--var", "plain=x",
+		"--secret", "tok=a,b", "--secret", "other=c")
+	if err != nil {
+		t.Fatalf("dispatch: %v %q", err, out)
+	}
+	id := strings.TrimSpace(out)
+	store := b.store(t)
+	d, err := store.GetDispatch(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vars map[string]any
+	if err := json.Unmarshal(d.Vars, &vars); err != nil {
+		t.Fatal(err)
+	}
+	obj, _ := vars["obj"].(map[string]any)
+	if vars["note"] != "hello, world" || vars["plain"] != "x" || len(obj) != 2 || obj["a"] != 1.0 || obj["b"] != 2.0 || len(vars) != 3 {
+		t.Errorf("vars = %s", d.Vars)
+	}
+	ring, err := seal.ParseKeys(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Sealed) != 2 {
+		t.Fatalf("sealed = %v, want tok and other", d.Sealed)
+	}
+	for name, want := range map[string]string{"tok": "a,b", "other": "c"} {
+		got, err := ring.Open(d.Sealed[name], seal.AAD(id, name))
+		if err != nil || got != want {
+			t.Errorf("secret %s = %q, %v; want %q", name, got, err, want)
+		}
+	}
+}
+
+// TestIDsAreValidated: an id that is not a UUID is refused before anything is asked of
+// PostgreSQL, with a message naming the value, not a SQL error.
+func TestIDsAreValidated(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, args := range [][]string{{"status", "not-a-uuid"}, {"receipts", "show", "not-a-uuid"}, {"cancel", "not-a-uuid"},
+		{"receipts", "cancel", "not-a-uuid"}, {"receipts", "list", "--dispatch", "not-a-uuid"}, {"status", "01a2203a-c569-7ae3-b0c8-f27792223ad5x"}} {
+		for _, dbURL := range []string{b.env["HERALD_DATABASE_URL"], "postgres://nobody@127.0.0.1:1/none"} {
+			saved := b.env["HERALD_DATABASE_URL"]
+			b.env["HERALD_DATABASE_URL"] = dbURL
+			out, err := b.run(t, args...)
+			b.env["HERALD_DATABASE_URL"] = saved
+			if err == nil || !strings.Contains(err.Error(), "is not a valid id") || strings.Contains(err.Error(), "SQLSTATE") ||
+				!strings.Contains(err.Error(), args[len(args)-1]) {
+				t.Errorf("%v: err = %v (out %q), want a clear invalid-id error", args, err, out)
+			}
+		}
+	}
+	// A valid id in another spelling (upper case) is normalised, not refused.
+	out, err := b.run(t, "status", "01A2203A-C569-7AE3-B0C8-F27792223AD5")
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("upper-case id: %v %q", err, out)
+	}
+}
+
+// snakeKeys fails the test for any JSON object key that is not snake_case.
+func snakeKeys(t *testing.T, what string, v any) {
+	t.Helper()
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			for _, r := range k {
+				if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+					t.Errorf("%s: key %q is not snake_case", what, k)
+					break
+				}
+			}
+			snakeKeys(t, what, e)
+		}
+	case []any:
+		for _, e := range v {
+			snakeKeys(t, what, e)
+		}
+	}
+}
+
+// TestJSONKeysAreSnakeCase runs every command that prints JSON and checks its keys.
+func TestJSONKeysAreSnakeCase(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	store := b.store(t)
+	out, err := b.run(t, "dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/42", "--idempotency-key", "j1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out)
+	rid := uuid.Must(uuid.NewV7()).String()
+	now := time.Now()
+	if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: rid, DispatchID: id, EventID: "accounts.password_reset",
+		ChannelKey: "email", Transport: "email", RecipientID: "42", MaxAttempts: 3, DueAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.InsertMail(ctx, receipts.Mail{ReceiptID: rid, MessageID: "<m@x>", From: "a@x", To: "b@x", Subject: "s", Text: "t", HTML: "<p>h</p>"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordRejectedTask(ctx, "herald:dispatch", "dispatch:x:0", "q", "malformed payload", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/42", "--idempotency-key", "j1"},
+		{"dispatch", "accounts.password_reset", "--ref", "user=users/42"},
+		{"status", id}, {"receipts", "show", rid}, {"receipts", "list"}, {"dispatches"},
+		{"mailbox", "list"}, {"mailbox", "show", "1"}, {"rejected"}, {"receipts", "cancel", rid}, {"cancel", id},
+	} {
+		out, err := b.run(t, append([]string{"--json"}, args...)...)
+		if err != nil {
+			t.Errorf("%v: %v %q", args, err, out)
+			continue
+		}
+		var v any
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Errorf("%v: not JSON: %v %q", args, err, out)
+			continue
+		}
+		snakeKeys(t, strings.Join(args, " "), v)
+	}
+}
+
+// TestDuplicateNoteGoesToStderr: `id=$(enqueue dispatch --tx …)` holds just the id.
+func TestDuplicateNoteGoesToStderr(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	args := []string{"--env-file", "", "dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/42", "--idempotency-key", "d1"}
+	var out1, out2, errOut bytes.Buffer
+	getenv := func(k string) string { return b.env[k] }
+	if err := run(t.Context(), args, getenv, &out1, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(t.Context(), args, getenv, &out2, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out1.String())
+	if _, err := uuid.Parse(id); err != nil || out2.String() != id+"\n" {
+		t.Errorf("stdout %q then %q, want the same id alone", out1.String(), out2.String())
+	}
+	if !strings.Contains(errOut.String(), "duplicate") {
+		t.Errorf("stderr %q, want the duplicate note", errOut.String())
+	}
+}
+
+// TestRejectedHelpSaysWhatItLists: the help names rejected_tasks, not "missing rows".
+func TestRejectedHelpSaysWhatItLists(t *testing.T) {
+	t.Parallel()
+	b := &bundle{env: map[string]string{}}
+	for _, args := range [][]string{{"--help"}, {"rejected", "--help"}} {
+		out, err := b.run(t, args...)
+		out = strings.Join(strings.Fields(out), " ") // as the help is wrapped
+		if err != nil || strings.Contains(out, "missing rows") || !strings.Contains(out, "enqueue dispatches --status failed") ||
+			!strings.Contains(out, "enqueue receipts list --status failed") {
+			t.Errorf("%v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// TestListDispatchesAndReceipts lists failed dispatches and receipts, newest first, with filters.
+func TestListDispatchesAndReceipts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	store := b.store(t)
+	var ids []string
+	for i := range 3 {
+		out, err := b.run(t, "dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/4"+strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, strings.TrimSpace(out))
+	}
+	if out, err := b.run(t, "dispatch", "--tx", "accounts.welcome", "--ref", "user=users/42"); err != nil {
+		t.Fatal(err, out)
+	}
+	for _, id := range ids[:2] { // the two older ones fail
+		if err := store.SetStatus(ctx, receipts.KindDispatch, id, receipts.DispatchFanningOut, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.SetStatus(ctx, receipts.KindDispatch, id, receipts.DispatchFailed, "no row users/4x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := b.run(t, "dispatches", "--status", "failed")
+	if err != nil || strings.Count(out, "\n") != 2 || strings.Index(out, ids[1]) > strings.Index(out, ids[0]) || strings.Index(out, ids[0]) < 0 ||
+		!strings.Contains(out, "no row users/4x") {
+		t.Errorf("dispatches --status failed: %v\n%s", err, out)
+	}
+	out, err = b.run(t, "dispatches", "--event", "accounts.password_reset", "--limit", "2")
+	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, ids[2]) || !strings.Contains(out, ids[1]) {
+		t.Errorf("dispatches --event --limit 2: %v\n%s", err, out)
+	}
+	out, err = b.run(t, "--json", "dispatches")
+	var ds []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &ds) != nil || len(ds) != 4 || ds[3].ID != ids[0] || ds[3].Status != "failed" {
+		t.Errorf("dispatches --json: %v\n%s", err, out)
+	}
+
+	// Receipts of the newest dispatch: one failed, one scheduled.
+	now := time.Now()
+	var rids []string
+	for _, key := range []string{"a", "b", "c"} {
+		rid := uuid.Must(uuid.NewV7()).String()
+		rids = append(rids, rid)
+		if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: rid, DispatchID: ids[2], EventID: "accounts.password_reset",
+			ChannelKey: key, Transport: "email", RecipientID: "42", MaxAttempts: 3, DueAt: now, ExpiresAt: now.Add(time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, rid := range rids[:2] {
+		if err := store.SetStatus(ctx, receipts.KindReceipt, rid, receipts.ReceiptSending, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.SetStatus(ctx, receipts.KindReceipt, rid, receipts.ReceiptFailed, "550 no such user"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err = b.run(t, "receipts", "list", "--status", "failed", "--dispatch", ids[2])
+	if err != nil || strings.Count(out, "\n") != 2 || strings.Index(out, rids[1]) > strings.Index(out, rids[0]) || strings.Index(out, rids[0]) < 0 ||
+		!strings.Contains(out, "550 no such user") {
+		t.Errorf("receipts list --status failed: %v\n%s", err, out)
+	}
+	out, err = b.run(t, "--json", "receipts", "list", "--limit", "1")
+	var rs []struct {
+		ID string `json:"id"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &rs) != nil || len(rs) != 1 || rs[0].ID != rids[2] {
+		t.Errorf("receipts list --limit 1: %v\n%s", err, out)
+	}
+	for _, tc := range []struct{ args []string }{
+		{[]string{"dispatches", "--status", "sent"}}, {[]string{"receipts", "list", "--status", "fanned_out"}},
+		{[]string{"dispatches", "--limit", "0"}},
+	} {
+		if _, err := b.run(t, tc.args...); err == nil || !strings.Contains(err.Error(), "want") {
+			t.Errorf("%v: err = %v, want a clear refusal", tc.args, err)
+		}
+	}
+	out, err = b.run(t, "receipts", "list", "--status", "expired")
+	if err != nil || !strings.Contains(out, "no receipts") {
+		t.Errorf("empty list: %v %q", err, out)
+	}
+}
+
+// TestUsage: no command prints the whole usage (and fails: nothing was done); `help` prints it
+// and succeeds, as does `help COMMAND` for one command.
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	b := &bundle{env: map[string]string{}}
+	all := []string{"dispatch", "status", "cancel", "rejected", "dispatches", "receipts show", "receipts list", "receipts cancel", "mailbox list", "mailbox show"}
+	for _, tc := range []struct {
+		args    []string
+		fail    bool
+		want    []string
+		wantOut bool // the usage is on stdout
+	}{
+		{args: nil, fail: true, want: all},
+		{args: []string{"help"}, want: all, wantOut: true},
+		{args: []string{"receipts"}, fail: true, want: []string{"receipts show", "receipts list", "receipts cancel"}},
+		{args: []string{"help", "receipts", "list"}, want: []string{"--status", "--dispatch", "--limit"}, wantOut: true},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), append([]string{"--env-file", ""}, tc.args...), func(k string) string { return b.env[k] }, &out, &errOut)
+		if (err != nil) != tc.fail {
+			t.Errorf("%v: err = %v, want failure %v", tc.args, err, tc.fail)
+		}
+		if err != nil && strings.Contains(err.Error(), "exit") {
+			t.Errorf("%v: err = %q, want a reason", tc.args, err)
+		}
+		usage := errOut.String()
+		if tc.wantOut {
+			usage = out.String()
+		}
+		if !strings.Contains(usage, "Usage: enqueue") {
+			t.Errorf("%v: no usage in %q", tc.args, usage)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(usage, "  "+w) {
+				t.Errorf("%v: usage lacks %q:\n%s", tc.args, w, usage)
+			}
+		}
+	}
+}
+
+// TestEnvFileFoundFromASubfolder: bin/enqueue run anywhere inside the checkout reads the
+// repository's .herald/dev.env; --env-file still names another.
+func TestEnvFileFoundFromASubfolder(t *testing.T) { // not parallel: it changes the working directory
+	b := setup(t)
+	root := t.TempDir()
+	sub := filepath.Join(root, "deploy", "dev")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, ".herald"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "go.mod"), []byte("module x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for k, v := range b.env {
+		lines = append(lines, k+"="+v)
+	}
+	if err := os.WriteFile(filepath.Join(root, ".herald", "dev.env"), []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := func(string) string { return "" }
+	id := "01a2203a-c569-7ae3-b0c8-f27792223ad5"
+	for _, dir := range []string{root, sub} {
+		t.Chdir(dir)
+		var out bytes.Buffer
+		err := run(t.Context(), []string{"status", id}, empty, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("from %s: err = %v, want the dispatch looked up with the settings of %s/.herald/dev.env", dir, err, root)
+		}
+	}
+	// An explicit --env-file wins; one that does not exist is an error, not silently skipped.
+	other := filepath.Join(t.TempDir(), "other.env")
+	if err := os.WriteFile(other, []byte("HERALD_DATABASE_URL=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"--env-file", other, "status", id}, empty, &out, &out); err == nil ||
+		!strings.Contains(err.Error(), "HERALD_DATABASE_URL is not set") {
+		t.Errorf("--env-file other: err = %v", err)
+	}
+	if err := run(t.Context(), []string{"--env-file", other + ".missing", "status", id}, empty, &out, &out); err == nil ||
+		!strings.Contains(err.Error(), "other.env.missing") {
+		t.Errorf("--env-file missing: err = %v", err)
+	}
+	// Outside any checkout nothing is found.
+	t.Chdir(t.TempDir())
+	if err := run(t.Context(), []string{"status", id}, empty, &out, &out); err == nil || !strings.Contains(err.Error(), "HERALD_DATABASE_URL is not set") {
+		t.Errorf("outside a checkout: err = %v", err)
+	}
+}
+
+func (b *bundle) store(t *testing.T) *receipts.Store {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), b.env["HERALD_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return receipts.New(pool)
 }

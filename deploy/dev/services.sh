@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Throwaway (or kept) Redis and PostgreSQL for Herald's tests and for `make run`.
 #
-#   services.sh start DIR   start both servers with their data under DIR, print `export` lines
-#   services.sh stop DIR    stop what `start DIR` started
+#   services.sh start DIR   start both servers with their data under DIR, print `export` lines;
+#                           refuses (and stops nothing) when DIR's servers already run
+#   services.sh stop DIR    stop what `start DIR` started, and nothing else
+#   services.sh status DIR  exit 0 when a server of DIR runs, 1 when none does
 #
 # Installs redis-server and postgresql from Debian packages when they are missing and we are root.
 # HERALD_PG_FSYNC=on keeps PostgreSQL's durability settings (benchmarks); tests run with fsync off.
@@ -29,6 +31,7 @@ pg_bindir() {
 ensure_installed() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   pg_bindir >/dev/null || missing+=(postgresql)
   [ ${#missing[@]} -eq 0 ] && return
   [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; install them (apt-get install ${missing[*]}) or run as root"
@@ -70,34 +73,100 @@ pgdir_for() {
   echo "$t/pg"
 }
 
+# log_tail FILE WHAT: the end of a server's log on stderr, and where the whole log is.
+log_tail() {
+  local file=$1 what=$2
+  if [ -f "$file" ]; then
+    echo "services.sh: the last lines of $what's log ($file):" >&2
+    tail -n 20 "$file" >&2 || true
+  else
+    echo "services.sh: $what wrote no log ($file)" >&2
+  fi
+}
+
+# redis_pid DIR: the pid of the Redis that `start DIR` started, when it still runs. A stale pid
+# file may name a number the system gave to another process since: only a redis-server working
+# in DIR/redis is ours.
+redis_pid() {
+  local dir=$1 pid
+  [ -f "$dir/redis/redis.pid" ] || return 1
+  pid=$(cat "$dir/redis/redis.pid" 2>/dev/null || true)
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [ "$(readlink "/proc/$pid/cwd" 2>/dev/null || true)" = "$dir/redis" ] || return 1
+  grep -qa redis-server "/proc/$pid/cmdline" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+# pg_running DIR: whether the PostgreSQL that `start DIR` started still runs.
+pg_running() {
+  local dir=$1 bindir pg
+  [ -f "$dir/pgdata" ] || return 1
+  bindir=$(pg_bindir) || return 1
+  pg=$(cat "$dir/pgdata")
+  as_pg "$bindir/pg_ctl" -D "$pg" status >/dev/null 2>&1
+}
+
+# redis_up PORT: whether Redis answers PING on PORT.
+redis_up() {
+  [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null || true)" = PONG ]
+}
+
+stop_redis() {
+  local dir=$1 pid
+  if pid=$(redis_pid "$dir"); then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+  fi
+  rm -f "$dir/redis/redis.pid"
+}
+
 start() {
   local dir=$1
-  mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
+  mkdir -p "$dir"; dir=$(cd "$dir" && pwd -P)
   ensure_installed
   local bindir; bindir=$(pg_bindir) || die "PostgreSQL server binaries (initdb, pg_ctl) not found"
+
+  # Never a second set of servers on one DIR: they would share Redis's AOF and PostgreSQL's data.
+  local pid
+  if pid=$(redis_pid "$dir"); then
+    die "the Redis of $dir already runs (pid $pid, port $(cat "$dir/redis.port" 2>/dev/null || echo '?')); stop it first: $0 stop $dir"
+  fi
+  if pg_running "$dir"; then
+    die "the PostgreSQL of $dir already runs (port $(cat "$dir/pg.port" 2>/dev/null || echo '?')); stop it first: $0 stop $dir"
+  fi
 
   # Redis, AOF on.
   local rport; rport=$(spare_port)
   mkdir -p "$dir/redis"
+  rm -f "$dir/redis/redis.pid"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$rport" --dir "$dir/redis" \
-    --appendonly yes --save "" --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" >/dev/null
+    --appendonly yes --save "" --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log" >/dev/null \
+    || { log_tail "$dir/redis/redis.log" Redis; die "Redis did not start"; }
+  local up=""
+  for _ in $(seq 1 100); do redis_up "$rport" && { up=1; break; }; sleep 0.1; done
+  [ -n "$up" ] || { log_tail "$dir/redis/redis.log" Redis; stop_redis "$dir"; die "Redis did not answer on port $rport"; }
   echo "$rport" > "$dir/redis.port"
 
   # PostgreSQL.
   if [ "$(id -u)" = 0 ]; then mkdir -p "$dir/pgbox"; chown postgres "$dir/pgbox"; fi
   local pg; pg=$(pgdir_for "$dir")
+  local pgbox; pgbox=$(dirname "$pg")
   local pport; pport=$(spare_port)
   if [ ! -f "$pg/PG_VERSION" ]; then
     as_pg mkdir -p "$pg"
     as_pg "$bindir/initdb" -D "$pg" -A trust -U postgres -E UTF8 >"$dir/initdb.log" 2>&1 \
-      || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+      || { log_tail "$dir/initdb.log" initdb; stop_redis "$dir"; die "initdb failed"; }
   fi
-  as_pg mkdir -p "$pg/../sock"
-  as_pg "$bindir/pg_ctl" -D "$pg" -l "$pg/../postgres.log" -w -t 60 \
-    -o "-p $pport -k $pg/../sock -c listen_addresses=127.0.0.1 -c fsync=${HERALD_PG_FSYNC:-off} -c synchronous_commit=${HERALD_PG_FSYNC:-off} -c max_connections=300" start >/dev/null \
-    || { cat "$pg/../postgres.log" >&2 || true; die "postgres did not start"; }
-  echo "$pport" > "$dir/pg.port"
+  as_pg mkdir -p "$pgbox/sock"
   echo "$pg" > "$dir/pgdata"
+  local out
+  if ! out=$(as_pg "$bindir/pg_ctl" -D "$pg" -l "$pgbox/postgres.log" -w -t 60 \
+      -o "-p $pport -k $pgbox/sock -c listen_addresses=127.0.0.1 -c fsync=${HERALD_PG_FSYNC:-off} -c synchronous_commit=${HERALD_PG_FSYNC:-off} -c max_connections=300" \
+      start 2>&1); then
+    printf '%s\n' "$out" | tail -n 5 >&2
+    log_tail "$pgbox/postgres.log" PostgreSQL; stop_redis "$dir"; die "PostgreSQL did not start"
+  fi
+  echo "$pport" > "$dir/pg.port"
 
   echo "export HERALD_TEST_REDIS_URL=redis://127.0.0.1:$rport/0"
   echo "export HERALD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pport/postgres?sslmode=disable"
@@ -106,14 +175,19 @@ start() {
 stop() {
   local dir=$1
   [ -d "$dir" ] || return 0
-  if [ -f "$dir/redis/redis.pid" ]; then
-    kill "$(cat "$dir/redis/redis.pid")" 2>/dev/null || true
-    rm -f "$dir/redis/redis.pid"
+  dir=$(cd "$dir" && pwd -P)
+  stop_redis "$dir"
+  if pg_running "$dir"; then
+    local bindir pg; bindir=$(pg_bindir); pg=$(cat "$dir/pgdata")
+    as_pg "$bindir/pg_ctl" -D "$pg" -m fast -w stop >/dev/null 2>&1 || echo "services.sh: PostgreSQL of $dir did not stop" >&2
   fi
-  if [ -f "$dir/pgdata" ]; then
-    local bindir pg; bindir=$(pg_bindir) || true; pg=$(cat "$dir/pgdata")
-    [ -n "$bindir" ] && as_pg "$bindir/pg_ctl" -D "$pg" -m fast -w stop >/dev/null 2>&1 || true
-  fi
+}
+
+status() {
+  local dir=$1
+  [ -d "$dir" ] || return 1
+  dir=$(cd "$dir" && pwd -P)
+  redis_pid "$dir" >/dev/null || pg_running "$dir" || return 1
 }
 
 createdb() {
@@ -126,7 +200,8 @@ createdb() {
 
 case "${1:-}" in
   createdb) [ $# -eq 3 ] || die "usage: services.sh createdb DIR NAME"; createdb "$2" "$3" ;;
-  start) [ $# -eq 2 ] || die "usage: services.sh start DIR"; start "$2" ;;
-  stop)  [ $# -eq 2 ] || die "usage: services.sh stop DIR"; stop "$2" ;;
-  *) die "usage: services.sh start|stop DIR" ;;
+  start)  [ $# -eq 2 ] || die "usage: services.sh start DIR"; start "$2" ;;
+  stop)   [ $# -eq 2 ] || die "usage: services.sh stop DIR"; stop "$2" ;;
+  status) [ $# -eq 2 ] || die "usage: services.sh status DIR"; status "$2" ;;
+  *) die "usage: services.sh start|stop|status DIR, or createdb DIR NAME" ;;
 esac
