@@ -32,6 +32,9 @@ type Dispatch struct {
 	AcceptedAt     time.Time
 	UpdatedAt      time.Time
 	ScrubbedAt     *time.Time
+	// Queue is the asynq queue of the fleet whose promoter drives this dispatch; "" for a row
+	// written before queues were recorded, which any fleet's promoter takes.
+	Queue string
 }
 
 // Minted is one value made by SendVariables: sealed when secret, else plain JSON.
@@ -51,6 +54,9 @@ type NewDispatch struct {
 	IdempotencyKey string
 	Fingerprint    string
 	AcceptedAt     time.Time // zero: now()
+	// Queue is the producer's queue: only that fleet's promoter drives the dispatch. "" means any
+	// fleet (rows written before queues were recorded).
+	Queue string
 	// ClaimFor, when positive, inserts the dispatch already claimed for fan-out (fanning_out,
 	// attempt 1, this lease) if it is due: a worker's first sight saves a round trip. The
 	// returned InsertResult.Row says whether it was claimed.
@@ -79,7 +85,7 @@ var ErrIdempotencyConflict = errors.New("idempotency key already used with diffe
 
 const dispatchColumns = `id, event_id, refs, vars, sealed, minted, actor, COALESCE(idempotency_key, ''),
 	fingerprint, COALESCE(duplicate_of::text, ''), status, attempt, due_at, lease_until, COALESCE(last_error, ''),
-	accepted_at, updated_at, scrubbed_at`
+	accepted_at, updated_at, scrubbed_at, queue`
 
 func scanDispatch(row pgx.Row) (*Dispatch, error) {
 	var d Dispatch
@@ -87,7 +93,7 @@ func scanDispatch(row pgx.Row) (*Dispatch, error) {
 	var st string
 	err := row.Scan(&d.ID, &d.EventID, &refs, &d.Vars, &sealed, &minted, &d.Actor, &d.IdempotencyKey,
 		&d.Fingerprint, &d.DuplicateOf, &st, &d.Attempt, &d.DueAt, &d.LeaseUntil, &d.LastError,
-		&d.AcceptedAt, &d.UpdatedAt, &d.ScrubbedAt)
+		&d.AcceptedAt, &d.UpdatedAt, &d.ScrubbedAt, &d.Queue)
 	if err != nil {
 		return nil, err
 	}
@@ -197,13 +203,14 @@ func (s *Store) insertDispatchRow(ctx context.Context, nd NewDispatch, st Status
 		        $13::interval > interval '0' AND COALESCE($12::timestamptz, now()) <= now() AS claim)
 		INSERT INTO herald.dispatches
 		(id, event_id, refs, vars, sealed, actor, idempotency_key, fingerprint, status, duplicate_of, last_error, accepted_at, due_at,
-		 attempt, lease_until)
+		 attempt, lease_until, queue)
 		SELECT $1, $2, $3, $4, $5, $6, NULLIF($7, ''), $8, CASE WHEN v.claim THEN 'fanning_out' ELSE $9 END,
 		       NULLIF($10, '')::uuid, NULLIF($11, ''), v.at, v.at,
-		       CASE WHEN v.claim THEN 1 ELSE 0 END, CASE WHEN v.claim THEN now() + $13::interval END
+		       CASE WHEN v.claim THEN 1 ELSE 0 END, CASE WHEN v.claim THEN now() + $13::interval END, $14
 		FROM v
 		ON CONFLICT DO NOTHING RETURNING `+dispatchColumns,
-		nd.ID, nd.EventID, refs, vars, sealed, nd.Actor, nd.IdempotencyKey, nd.Fingerprint, string(st), dupOf, lastError, accepted, claim))
+		nd.ID, nd.EventID, refs, vars, sealed, nd.Actor, nd.IdempotencyKey, nd.Fingerprint, string(st), dupOf, lastError, accepted, claim,
+		nd.Queue))
 	if err == nil {
 		return InsertResult{Outcome: Inserted, Row: row}, nil
 	}
@@ -297,46 +304,6 @@ func (s *Store) FinishDispatch(ctx context.Context, id string, attempt int, to S
 func (s *Store) MarkDispatchesEnqueued(ctx context.Context, ids []string) error {
 	_, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET enqueued_at = now() WHERE id = ANY($1)`, ids)
 	return err
-}
-
-// DueDispatches claims for enqueueing (FOR UPDATE SKIP LOCKED, safe in parallel) the dispatches
-// that need a task: accepted or retrying and due within horizon, or fanning_out with an expired
-// lease; each at most once per regrace unless it was never enqueued.
-func (s *Store) DueDispatches(ctx context.Context, horizon, regrace time.Duration, limit int) ([]DueTask, error) {
-	return collectDue(s.q.Query(ctx, `WITH due AS (
-		SELECT id FROM herald.dispatches
-		WHERE ((status IN ('accepted','retrying') AND due_at <= now() + $1::interval)
-		    OR (status = 'fanning_out' AND lease_until < now()))
-		  AND (enqueued_at IS NULL OR enqueued_at < now() - $2::interval)
-		ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-		UPDATE herald.dispatches d SET enqueued_at = now() FROM due WHERE d.id = due.id
-		RETURNING d.id, d.attempt, d.due_at`, horizon, regrace, limit))
-}
-
-// ScrubSecrets drops the sealed and minted values of dispatches that need them no more: settled
-// dispatches whose receipts are all final, and any dispatch older than maxAge.
-func (s *Store) ScrubSecrets(ctx context.Context, maxAge time.Duration) (int64, error) {
-	tag, err := s.q.Exec(ctx, `UPDATE herald.dispatches d SET sealed = NULL, minted = NULL, scrubbed_at = now()
-		WHERE (d.sealed IS NOT NULL OR d.minted IS NOT NULL)
-		  AND (d.accepted_at < now() - $1::interval
-		    OR d.status IN ('failed','rejected','duplicate')
-		    OR (d.status = 'fanned_out' AND NOT EXISTS (
-		          SELECT 1 FROM herald.receipts r WHERE r.dispatch_id = d.id AND NOT (r.status = ANY($2)))))`,
-		maxAge, finalStrings(KindReceipt))
-	if err != nil {
-		return 0, fmt.Errorf("scrub secrets: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
-
-// ReleaseIdempotencyKeys frees keys older than window.
-func (s *Store) ReleaseIdempotencyKeys(ctx context.Context, window time.Duration) (int64, error) {
-	tag, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET idempotency_key = NULL
-		WHERE idempotency_key IS NOT NULL AND accepted_at < now() - $1::interval`, window)
-	if err != nil {
-		return 0, fmt.Errorf("release idempotency keys: %w", err)
-	}
-	return tag.RowsAffected(), nil
 }
 
 // Canceled is what CancelDispatch did.

@@ -23,6 +23,7 @@ func (s *Store) InsertNewReceipts(ctx context.Context, rs []NewReceipt) ([]strin
 			make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n),
 			make([]string, n), make([]string, n)
 		recs          = make([]string, n)
+		queues        = make([]string, n)
 		maxAttempts   = make([]int32, n)
 		attempts      = make([]int32, n)
 		leases        = make([]time.Duration, n)
@@ -49,22 +50,24 @@ func (s *Store) InsertNewReceipts(ctx context.Context, rs []NewReceipt) ([]strin
 			r.ID, r.DispatchID, r.EventID, r.ChannelKey, r.Transport, r.Audience, r.RecipientID
 		recs[i], statuses[i], lastErrors[i], maxAttempts[i], enqueued[i], dues[i], expires[i] =
 			string(rec), string(st), r.LastError, int32(r.MaxAttempts), r.Enqueued, r.DueAt, r.ExpiresAt //nolint:gosec // attempts are small
+		queues[i] = r.Queue
 		order[r.ID] = i
 	}
 	rows, err := s.q.Query(ctx, `INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, audience,
-			recipient_id, recipient, status, last_error, max_attempts, due_at, expires_at, attempt, lease_until, enqueued_at)
+			recipient_id, recipient, status, last_error, max_attempts, due_at, expires_at, attempt, lease_until, enqueued_at,
+			queue)
 		SELECT u.id, u.dispatch_id, u.event_id, u.channel_key, u.transport, u.audience, u.recipient_id, u.recipient::jsonb,
 		       u.status, NULLIF(u.last_error, ''), u.max_attempts, u.due_at, u.expires_at, u.attempt,
-		       CASE WHEN u.attempt > 0 THEN now() + u.lease END, CASE WHEN u.enqueued THEN now() END
+		       CASE WHEN u.attempt > 0 THEN now() + u.lease END, CASE WHEN u.enqueued THEN now() END, u.queue
 		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
 		            $9::text[], $10::text[], $11::int[], $12::timestamptz[], $13::timestamptz[], $14::int[], $15::interval[],
-		            $16::bool[])
+		            $16::bool[], $17::text[])
 		     AS u(id, dispatch_id, event_id, channel_key, transport, audience, recipient_id, recipient, status, last_error,
-		          max_attempts, due_at, expires_at, attempt, lease, enqueued)
+		          max_attempts, due_at, expires_at, attempt, lease, enqueued, queue)
 		ON CONFLICT (dispatch_id, channel_key, recipient_id) DO NOTHING
 		RETURNING id::text`,
 		ids, dispatchIDs, eventIDs, keys, transports, audiences, recipientIDs, recs, statuses, lastErrors, maxAttempts,
-		dues, expires, attempts, leases, enqueued)
+		dues, expires, attempts, leases, enqueued, queues)
 	if err != nil {
 		return nil, fmt.Errorf("insert receipts of dispatch %s: %w", rs[0].DispatchID, err)
 	}

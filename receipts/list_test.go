@@ -150,10 +150,6 @@ func TestFindQueriesStopAtTheLimit(t *testing.T) {
 		 SELECT gen_random_uuid(), (SELECT id FROM herald.dispatches ORDER BY accepted_at DESC LIMIT 1), 'a.b', 'email', 'email', i::text,
 		        CASE WHEN i % 500 = 0 THEN 'failed' ELSE 'sent' END, now(), now() + interval '1 hour', now() - i * interval '1 second'
 		 FROM generate_series(1, 20000) i`,
-		`CREATE INDEX ON herald.dispatches (accepted_at)`,
-		`CREATE INDEX ON herald.dispatches (accepted_at) WHERE status = 'failed'`,
-		`CREATE INDEX ON herald.receipts (created_at)`,
-		`CREATE INDEX ON herald.receipts (created_at) WHERE status = 'failed'`,
 		`ANALYZE herald.dispatches`, `ANALYZE herald.receipts`,
 	} {
 		if _, err := pool.Exec(ctx, q); err != nil {

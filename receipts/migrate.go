@@ -5,7 +5,9 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/tern/v2/migrate"
 )
@@ -33,6 +35,11 @@ func MigrateFS(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.F
 		return fmt.Errorf("migrate %s: %w", schema, err)
 	}
 	defer conn.Release()
+	unlock, err := lockMigrations(ctx, conn.Conn())
+	if err != nil {
+		return fmt.Errorf("migrate %s: take the migration lock: %w", schema, err)
+	}
+	defer unlock()
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+quoteIdent(schema)); err != nil {
 		return fmt.Errorf("migrate %s: create schema: %w", schema, err)
 	}
@@ -47,6 +54,35 @@ func MigrateFS(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.F
 		return fmt.Errorf("migrate %s: %w", schema, err)
 	}
 	return nil
+}
+
+// ternLock is the advisory lock tern holds while it migrates (its unexported migrate.lockNum;
+// TestConcurrentMigrationsOnEmptyDatabase fails if the two ever differ).
+const ternLock = int64(9628173550095224)
+
+// lockMigrations takes tern's migration lock for this session before tern asks for it, polling
+// with pg_try_advisory_lock instead of waiting in pg_advisory_lock as tern does. A session that
+// waits inside a statement holds a snapshot, and CREATE INDEX CONCURRENTLY in the migration of
+// the session holding the lock waits for every older snapshot: two workers starting together
+// would wait for each other until PostgreSQL aborts one ("deadlock detected"). Advisory locks
+// stack within a session, so tern's own lock then succeeds at once.
+func lockMigrations(ctx context.Context, conn *pgx.Conn) (unlock func(), err error) {
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", ternLock).Scan(&ok); err != nil {
+			return nil, err
+		}
+		if ok {
+			return func() {
+				_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", ternLock)
+			}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 func quoteIdent(s string) string {

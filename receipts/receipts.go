@@ -41,6 +41,7 @@ type Receipt struct {
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
 	SentAt           *time.Time
+	Queue            string // the queue whose promoter drives it ("": any, rows older than queues)
 }
 
 // NewReceipt is a delivery the fan-out creates.
@@ -60,11 +61,12 @@ type NewReceipt struct {
 	MaxAttempts int
 	DueAt       time.Time
 	ExpiresAt   time.Time
+	Queue       string // the dispatch's queue: only that fleet's promoter drives the delivery
 }
 
 const receiptColumns = `id, dispatch_id, event_id, channel_key, transport, audience, recipient_id, recipient, status,
 	attempt, max_attempts, due_at, expires_at, lease_until, in_doubt, COALESCE(last_error, ''), COALESCE(subject, ''),
-	COALESCE(message_id, ''), COALESCE(provider_response, ''), created_at, updated_at, sent_at`
+	COALESCE(message_id, ''), COALESCE(provider_response, ''), created_at, updated_at, sent_at, queue`
 
 // lastScanner appends extra destinations after a scan function's own.
 type lastScanner struct {
@@ -83,7 +85,7 @@ func scanReceipt(row pgx.Row) (*Receipt, error) {
 	var st string
 	err := row.Scan(&r.ID, &r.DispatchID, &r.EventID, &r.ChannelKey, &r.Transport, &r.Audience, &r.RecipientID, &rec, &st,
 		&r.Attempt, &r.MaxAttempts, &r.DueAt, &r.ExpiresAt, &r.LeaseUntil, &r.InDoubt, &r.LastError, &r.Subject,
-		&r.MessageID, &r.ProviderResponse, &r.CreatedAt, &r.UpdatedAt, &r.SentAt)
+		&r.MessageID, &r.ProviderResponse, &r.CreatedAt, &r.UpdatedAt, &r.SentAt, &r.Queue)
 	if err != nil {
 		return nil, err
 	}
@@ -118,12 +120,12 @@ func (s *Store) InsertReceipts(ctx context.Context, rs []NewReceipt) error {
 			attempt, lease = 1, r.ClaimFor
 		}
 		b.Queue(`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, audience, recipient_id,
-			recipient, status, last_error, max_attempts, due_at, expires_at, attempt, lease_until, enqueued_at)
+			recipient, status, last_error, max_attempts, due_at, expires_at, attempt, lease_until, enqueued_at, queue)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, ''), $11, $12, $13, $14,
-			        CASE WHEN $14 > 0 THEN now() + $15::interval END, CASE WHEN $16 THEN now() END)
+			        CASE WHEN $14 > 0 THEN now() + $15::interval END, CASE WHEN $16 THEN now() END, $17)
 			ON CONFLICT (dispatch_id, channel_key, recipient_id) DO NOTHING`,
 			r.ID, r.DispatchID, r.EventID, r.ChannelKey, r.Transport, r.Audience, r.RecipientID, rec, string(st),
-			r.LastError, r.MaxAttempts, r.DueAt, r.ExpiresAt, attempt, lease, r.Enqueued)
+			r.LastError, r.MaxAttempts, r.DueAt, r.ExpiresAt, attempt, lease, r.Enqueued, r.Queue)
 	}
 	if err := s.q.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("insert receipts of dispatch %s: %w", rs[0].DispatchID, err)
@@ -252,20 +254,6 @@ func (s *Store) StillClaimed(ctx context.Context, id string, attempt int) (bool,
 func (s *Store) MarkReceiptsEnqueued(ctx context.Context, ids []string) error {
 	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET enqueued_at = now() WHERE id = ANY($1)`, ids)
 	return err
-}
-
-// DueReceipts claims for enqueueing (FOR UPDATE SKIP LOCKED) the receipts that need a task:
-// scheduled or retrying and due within horizon, or sending with an expired lease; each at most
-// once per regrace unless it was never enqueued.
-func (s *Store) DueReceipts(ctx context.Context, horizon, regrace time.Duration, limit int) ([]DueTask, error) {
-	return collectDue(s.q.Query(ctx, `WITH due AS (
-		SELECT id FROM herald.receipts
-		WHERE ((status IN ('scheduled','retrying') AND due_at <= now() + $1::interval)
-		    OR (status = 'sending' AND lease_until < now()))
-		  AND (enqueued_at IS NULL OR enqueued_at < now() - $2::interval)
-		ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-		UPDATE herald.receipts r SET enqueued_at = now() FROM due WHERE r.id = due.id
-		RETURNING r.id, r.attempt, r.due_at`, horizon, regrace, limit))
 }
 
 // CountInDoubt returns how many receipts were reclaimed after a possible send.

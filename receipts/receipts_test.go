@@ -262,11 +262,11 @@ func TestScrubAndPromoterQueries(t *testing.T) {
 	if _, err := s.InsertDispatch(ctx, receipts.NewDispatch{ID: id, EventID: "a.b", Sealed: map[string]string{"t": "v1.k.x"}}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	due, err := s.DueDispatches(ctx, time.Minute, time.Hour, 10)
+	due, err := s.DueDispatches(ctx, "q", time.Minute, time.Hour, 10)
 	if err != nil || len(due) != 1 || due[0].ID != id {
 		t.Fatalf("due dispatches: %+v %v", due, err)
 	}
-	if again, _ := s.DueDispatches(ctx, time.Minute, time.Hour, 10); len(again) != 0 {
+	if again, _ := s.DueDispatches(ctx, "q", time.Minute, time.Hour, 10); len(again) != 0 {
 		t.Fatalf("enqueued dispatch returned again within regrace: %+v", again)
 	}
 	d, out, err := s.ClaimDispatch(ctx, id, time.Minute)
@@ -277,10 +277,10 @@ func TestScrubAndPromoterQueries(t *testing.T) {
 	if err := s.FinishDispatch(ctx, id, 1, receipts.DispatchFannedOut, time.Time{}, ""); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := s.ScrubSecrets(ctx, 24*time.Hour); n != 0 {
+	if n, _ := s.ScrubSecrets(ctx, "q", 24*time.Hour, 100); n != 0 {
 		t.Fatalf("scrubbed while a receipt is open")
 	}
-	rs, _ := s.DueReceipts(ctx, time.Minute, time.Hour, 10)
+	rs, _ := s.DueReceipts(ctx, "q", time.Minute, time.Hour, 10)
 	if len(rs) != 1 || rs[0].ID != rid {
 		t.Fatalf("due receipts: %+v", rs)
 	}
@@ -288,7 +288,7 @@ func TestScrubAndPromoterQueries(t *testing.T) {
 	if _, err := s.FinishReceipt(ctx, rid, c.Receipt.Attempt, receipts.Outcome{Status: receipts.ReceiptSent}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.ScrubSecrets(ctx, 24*time.Hour); n != 1 || err != nil {
+	if n, err := s.ScrubSecrets(ctx, "q", 24*time.Hour, 100); n != 1 || err != nil {
 		t.Fatalf("scrub after all final: %d %v", n, err)
 	}
 	got, _ := s.GetDispatch(ctx, id)

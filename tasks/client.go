@@ -23,7 +23,8 @@ type ClientConfig struct {
 	Redis asynq.RedisConnOpt
 	// SecretKeys is HERALD_SECRET_KEYS; producer secrets are sealed with its first key. Required.
 	SecretKeys string
-	// Queue must match the workers' queue. Defaults to "herald".
+	// Queue must match the workers' queue. Defaults to "herald". A dispatch remembers it: only
+	// that queue's workers drive it, so fleets sharing one PostgreSQL never take each other's work.
 	Queue string
 	// IdempotencyWindow must match the workers'. Defaults to 24h.
 	IdempotencyWindow time.Duration
@@ -31,6 +32,11 @@ type ClientConfig struct {
 	AsynqRetries int
 	// TaskTimeout: see Config.TaskTimeout. Defaults to 60s.
 	TaskTimeout time.Duration
+	// DisableOutboxNotify turns off the NOTIFY with which DispatchTx wakes the queue's promoters
+	// at commit. Without it a dispatch committed through DispatchTx starts at the promoter's next
+	// tick (PromoterInterval, 1s by default) instead of at once; with it each commit takes
+	// PostgreSQL's cluster-wide notify lock (see the README, "The outbox NOTIFY").
+	DisableOutboxNotify bool
 }
 
 // Client is what producers use to dispatch events. It is safe for concurrent use.
@@ -196,8 +202,9 @@ type TxResult struct {
 }
 
 // DispatchTx records the dispatch inside the caller's transaction: it exists if and only if the
-// transaction commits, and a worker's promoter enqueues it after the commit. Idempotency is
-// answered at once: a duplicate returns the first dispatch, a conflict ErrIdempotencyConflict.
+// transaction commits, and a promoter of the client's queue enqueues it after the commit.
+// Idempotency is answered at once: a duplicate returns the first dispatch, a conflict
+// ErrIdempotencyConflict.
 func (c *Client) DispatchTx(ctx context.Context, tx pgx.Tx, eventID string, refs []events.Ref, vars map[string]any, opts ...Option) (TxResult, error) {
 	p, err := c.prepare(eventID, refs, vars, opts)
 	if err != nil {
@@ -208,7 +215,7 @@ func (c *Client) DispatchTx(ctx context.Context, tx pgx.Tx, eventID string, refs
 		return TxResult{}, err
 	}
 	res, err := receipts.New(tx).InsertDispatch(ctx, receipts.NewDispatch{ID: p.id, EventID: eventID, Refs: refs, Vars: p.vars,
-		Sealed: p.secrets, Actor: p.opts.actor, IdempotencyKey: p.opts.key, Fingerprint: fp}, c.cfg.IdempotencyWindow)
+		Sealed: p.secrets, Actor: p.opts.actor, IdempotencyKey: p.opts.key, Fingerprint: fp, Queue: c.cfg.Queue}, c.cfg.IdempotencyWindow)
 	if err != nil {
 		return TxResult{}, err
 	}
@@ -218,9 +225,12 @@ func (c *Client) DispatchTx(ctx context.Context, tx pgx.Tx, eventID string, refs
 	case receipts.Conflict:
 		return TxResult{}, fmt.Errorf("dispatch %s with key %q (first used by %s): %w", eventID, p.opts.key, res.Of, ErrIdempotencyConflict)
 	}
-	// Delivered at commit (and dropped on rollback): wakes the promoters now rather than at their
-	// next tick.
-	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", OutboxChannel); err != nil {
+	if c.cfg.DisableOutboxNotify {
+		return TxResult{ID: p.id}, nil
+	}
+	// Delivered at commit (and dropped on rollback): wakes the queue's promoters now rather than
+	// at their next tick.
+	if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", OutboxChannel, c.cfg.Queue); err != nil {
 		return TxResult{}, fmt.Errorf("dispatch %s: notify the outbox: %w", eventID, err)
 	}
 	return TxResult{ID: p.id}, nil

@@ -78,7 +78,8 @@ func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) (*receipts.D
 		return nil, err
 	}
 	nd := receipts.NewDispatch{ID: p.DispatchID, EventID: p.EventID, Refs: p.Refs, Vars: vars, Sealed: p.Secrets,
-		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt, ClaimFor: w.cfg.Lease}
+		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt, ClaimFor: w.cfg.Lease,
+		Queue: w.cfg.Queue}
 	res, err := w.store.InsertDispatch(ctx, nd, w.cfg.IdempotencyWindow)
 	if err != nil {
 		return nil, err
@@ -425,7 +426,7 @@ func (w *Worker) plan(ctx context.Context, ev events.Event, d *events.Dispatch, 
 		nr := receipts.NewReceipt{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: row.ID, EventID: row.EventID,
 			ChannelKey: ch.Key, Transport: ch.Transport, Audience: ch.Audience, RecipientID: rc.Key(),
 			Recipient:   receipts.Recipient{Address: rc.Address, Name: rc.Name, Locale: rc.Locale},
-			MaxAttempts: maxAttempts, DueAt: due, ExpiresAt: due.Add(events.MaxAgeOf(ev, ch))}
+			MaxAttempts: maxAttempts, DueAt: due, ExpiresAt: due.Add(events.MaxAgeOf(ev, ch)), Queue: cmpOr(row.Queue, w.cfg.Queue)}
 		switch dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); {
 		case err != nil:
 			return nil, fmt.Errorf("should send (channel %q): %w", ch.Key, err)

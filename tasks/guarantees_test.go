@@ -93,7 +93,8 @@ func TestInDoubtReclaimsCountedOnce(t *testing.T) {
 	}
 }
 
-// gathered returns the collector registered under name (for testutil.ToFloat64).
+// gathered returns the sum of the series registered under name, as a collector for
+// testutil.ToFloat64.
 func gathered(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
 	t.Helper()
 	return collectorFunc(func(ch chan<- prometheus.Metric) {
@@ -101,15 +102,16 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) prometheus.Co
 		if err != nil {
 			t.Fatal(err)
 		}
+		v := 0.0 // a series not (yet) registered reads as 0
 		for _, mf := range mfs {
 			if mf.GetName() != name {
 				continue
 			}
 			for _, m := range mf.GetMetric() {
-				v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, "", nil, nil), prometheus.UntypedValue, v)
+				v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, "", nil, nil), prometheus.UntypedValue, v)
 	})
 }
 

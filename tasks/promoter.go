@@ -9,15 +9,19 @@ import (
 )
 
 // RunPromoter runs the promoter/sweeper until ctx is done. It is safe to run in every worker at
-// once: rows are taken with FOR UPDATE SKIP LOCKED and tasks have deterministic ids. Each tick:
+// once: rows are taken with FOR UPDATE SKIP LOCKED and tasks have deterministic ids. It works for
+// the worker's queue only (DESIGN.md invariant 9): the rows of that queue, and rows of no known
+// queue (written before queues were recorded), never another fleet's. Each tick:
 //   - enqueue dispatches that are accepted or retrying and due (outbox rows from DispatchTx,
 //     retries, tasks Redis lost), and reclaim fan-outs whose lease expired;
 //   - enqueue receipts due within the horizon (long delays, retries, lost tasks) and reclaim
 //     deliveries whose lease expired (the claim marks them in_doubt);
 //   - every SweepInterval: scrub sealed secrets no longer needed, release old idempotency keys.
 //
-// DispatchTx notifies the outbox channel when its transaction commits; the promoter listens and
-// runs at once instead of waiting for its next tick.
+// A tick costs what its due work costs, however much work waits in the future (DESIGN.md
+// invariant 10; the statements are in receipts/maintenance.go). DispatchTx notifies the outbox channel with its queue
+// when its transaction commits; the promoter of that queue listens and runs at once instead of
+// waiting for its next tick.
 func (w *Worker) RunPromoter(ctx context.Context) {
 	t := time.NewTicker(w.cfg.PromoterInterval)
 	defer t.Stop()
@@ -44,7 +48,8 @@ func (w *Worker) RunPromoter(ctx context.Context) {
 	}
 }
 
-// OutboxChannel is the PostgreSQL NOTIFY channel DispatchTx signals on commit.
+// OutboxChannel is the PostgreSQL NOTIFY channel DispatchTx signals on commit. The payload is the
+// producer's queue; an empty payload (an older producer) wakes every promoter.
 const OutboxChannel = "herald_outbox"
 
 // listen holds a dedicated connection LISTENing on the outbox channel, reconnecting after
@@ -73,8 +78,12 @@ func (w *Worker) listenOnce(ctx context.Context, wake chan<- struct{}) error {
 		return err
 	}
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return err
+		}
+		if n.Payload != "" && n.Payload != w.cfg.Queue {
+			continue // another fleet's outbox
 		}
 		select {
 		case wake <- struct{}{}:
@@ -83,12 +92,18 @@ func (w *Worker) listenOnce(ctx context.Context, wake chan<- struct{}) error {
 	}
 }
 
-const promoteBatch = 500
+// promoteBatch and sweepBatch bound the rows one statement of the promoter or the sweeper takes;
+// sweepRounds bounds the batches of one sweep (the next sweep carries on).
+const (
+	promoteBatch = 500
+	sweepBatch   = 1000
+	sweepRounds  = 100
+)
 
 // Promote runs one promoter pass and returns how many tasks it enqueued.
 func (w *Worker) Promote(ctx context.Context) int {
 	n := 0
-	ds, err := w.store.DueDispatches(ctx, w.cfg.Horizon, w.cfg.RequeueAfter, promoteBatch)
+	ds, err := w.store.DueDispatches(ctx, w.cfg.Queue, w.cfg.Horizon, w.cfg.RequeueAfter, promoteBatch)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.Error().Err(err).Msg("promoter: list due dispatches")
@@ -103,7 +118,7 @@ func (w *Worker) Promote(ctx context.Context) int {
 		w.metrics.enqueued.WithLabelValues(TypeDispatch).Inc()
 		n++
 	}
-	rs, err := w.store.DueReceipts(ctx, w.cfg.Horizon, w.cfg.RequeueAfter, promoteBatch)
+	rs, err := w.store.DueReceipts(ctx, w.cfg.Queue, w.cfg.Horizon, w.cfg.RequeueAfter, promoteBatch)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.Error().Err(err).Msg("promoter: list due receipts")
@@ -121,16 +136,37 @@ func (w *Worker) Promote(ctx context.Context) int {
 	return n
 }
 
-// Sweep scrubs secrets no longer needed and releases idempotency keys past the window.
+// Sweep scrubs secrets no longer needed and releases idempotency keys past the window, a batch
+// at a time while full batches come back. Like the promoter it works for the worker's queue (and
+// rows of no known queue): a fleet's retention and window never act on another fleet's rows.
 func (w *Worker) Sweep(ctx context.Context) {
-	if n, err := w.store.ScrubSecrets(ctx, w.cfg.SecretRetention); err != nil {
-		if ctx.Err() == nil {
-			w.log.Error().Err(err).Msg("sweeper: scrub secrets")
+	var scrubbed int64
+	for range sweepRounds {
+		n, err := w.store.ScrubSecrets(ctx, w.cfg.Queue, w.cfg.SecretRetention, sweepBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Error().Err(err).Msg("sweeper: scrub secrets")
+			}
+			break
 		}
-	} else if n > 0 {
-		w.log.Debug().Int64("dispatches", n).Msg("sweeper: scrubbed sealed secrets")
+		scrubbed += n
+		if n < sweepBatch {
+			break
+		}
 	}
-	if _, err := w.store.ReleaseIdempotencyKeys(ctx, w.cfg.IdempotencyWindow); err != nil && ctx.Err() == nil {
-		w.log.Error().Err(err).Msg("sweeper: release idempotency keys")
+	if scrubbed > 0 {
+		w.log.Debug().Int64("dispatches", scrubbed).Msg("sweeper: scrubbed sealed secrets")
+	}
+	for range sweepRounds {
+		n, err := w.store.ReleaseIdempotencyKeys(ctx, w.cfg.Queue, w.cfg.IdempotencyWindow, sweepBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Error().Err(err).Msg("sweeper: release idempotency keys")
+			}
+			break
+		}
+		if n < sweepBatch {
+			break
+		}
 	}
 }

@@ -1,0 +1,125 @@
+package receipts_test
+
+import (
+	"context"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/tern/v2/migrate"
+
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+)
+
+// emptyDatabase creates a database with nothing in it, dropped at the end of the test.
+func emptyDatabase(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	base := testenv.DatabaseURL(t) // only to learn the server
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = admin.Close(context.Background()) }()
+	name := testenv.Name("herald_mig")
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), base)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_ = c.Close(context.Background())
+		}
+	})
+	u, _ := url.Parse(base)
+	u.Path = "/" + name
+	return u.String()
+}
+
+// TestUpgradeKeepsPendingRowsRoutable: rows written before the queue column existed get the
+// empty queue, and any fleet's promoter still takes them.
+func TestUpgradeKeepsPendingRowsRoutable(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, err := pgxpool.New(ctx, emptyDatabase(ctx, t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA herald"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), "herald.schema_version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.LoadMigrations(receipts.Migrations()); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.MigrateTo(ctx, 4); err != nil { // the last migration before queues
+		t.Fatal(err)
+	}
+	conn.Release()
+	const id = "0190f5a8-0000-7000-8000-0000000000aa"
+	if _, err := pool.Exec(ctx, `INSERT INTO herald.dispatches (id, event_id, sealed, status) VALUES ($1, 'a.b', '{"t":"x"}', 'accepted')`, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := receipts.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	s := receipts.New(pool)
+	d, err := s.GetDispatch(ctx, id)
+	if err != nil || d.Queue != "" {
+		t.Fatalf("upgraded dispatch: queue %q, %v", d.Queue, err)
+	}
+	due, err := s.DueDispatches(ctx, "any_fleet", time.Minute, time.Hour, 10)
+	if err != nil || len(due) != 1 || due[0].ID != id {
+		t.Fatalf("a promoter of any fleet takes the upgraded row: %+v %v", due, err)
+	}
+}
+
+// TestConcurrentMigrationsOnEmptyDatabase: workers of a rolling deploy start together and each
+// applies the migrations. Some build indexes CONCURRENTLY, which waits for every transaction that
+// holds an older snapshot, including a worker waiting for the migration lock: the migrator must
+// not wait for that lock inside a statement, or the two wait for each other.
+func TestConcurrentMigrationsOnEmptyDatabase(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	dbURL := emptyDatabase(ctx, t)
+	const workers = 4
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for i := range workers {
+		pool, err := pgxpool.New(ctx, dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		wg.Go(func() { errs[i] = receipts.Migrate(ctx, pool) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("worker %d: migrate: %v", i, err)
+		}
+	}
+	c, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close(context.Background()) }()
+	var invalid int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'herald' AND NOT i.indisvalid`).Scan(&invalid); err != nil || invalid > 0 {
+		t.Errorf("%d invalid indexes left (%v)", invalid, err)
+	}
+}

@@ -1,0 +1,411 @@
+package receipts_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+)
+
+// maxTickBuffers bounds the shared buffers (hit + read) one statement of the background work may
+// touch on the plan test's data. The work it has to do is a few rows; the data in the future is
+// 300,000 deliveries and 200,000 dispatches, whose scan costs thousands of buffers.
+const maxTickBuffers = 200
+
+// TestBackgroundWorkCostsWhatItsDueWorkCosts: a promoter tick and a sweep cost what their due work
+// costs, however much work waits in the future (DESIGN.md invariant 10; issue 6, item 10). On
+// analysed data holding 300,000 deliveries due tomorrow (and 200,000 dispatches, half due tomorrow,
+// half fanned out with secrets their deliveries still need), each statement the promoter and the
+// sweeper run is measured with EXPLAIN (ANALYZE, BUFFERS): the buffers it touches are bounded,
+// with the custom plans of the first executions and with the generic plan a prepared statement
+// may switch to. The same data checks what each statement returns.
+func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
+	t.Parallel()
+	pool := testenv.DB(t)
+	ctx := t.Context()
+	due := seedPlanData(ctx, t, pool)
+	const (
+		horizon, regrace = time.Minute, 30 * time.Second
+		retention        = 7 * 24 * time.Hour
+		window           = 24 * time.Hour
+		batch            = 500
+	)
+	work := []struct {
+		name string
+		run  func(*receipts.Store) error
+	}{
+		{"DueDispatches", func(s *receipts.Store) error {
+			_, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
+			return err
+		}},
+		{"DueReceipts", func(s *receipts.Store) error {
+			_, err := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch)
+			return err
+		}},
+		{"ScrubSecrets", func(s *receipts.Store) error { _, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch); return err }},
+		{"ReleaseIdempotencyKeys", func(s *receipts.Store) error {
+			_, err := s.ReleaseIdempotencyKeys(ctx, "fleet_a", window, batch)
+			return err
+		}},
+	}
+
+	t.Run("buffers", func(t *testing.T) {
+		for _, generic := range []bool{false, true} {
+			for _, w := range work {
+				e := &explainer{generic: generic}
+				inTx(ctx, t, pool, func(tx pgx.Tx) {
+					e.tx = tx
+					if err := w.run(receipts.New(e)); err != nil {
+						t.Fatalf("%s: %v", w.name, err)
+					}
+				})
+				if len(e.plans) == 0 {
+					t.Fatalf("%s ran no statement", w.name)
+				}
+				for _, p := range e.plans {
+					t.Logf("%s (generic plan %v): %d shared buffers", w.name, generic, p.buffers)
+					if p.buffers >= maxTickBuffers {
+						t.Errorf("%s (generic plan %v) touched %d shared buffers, want < %d: it reads the future\n%s\n%s",
+							w.name, generic, p.buffers, maxTickBuffers, p.sql, p.plan)
+					}
+				}
+			}
+		}
+	})
+
+	t.Run("results", func(t *testing.T) {
+		inTx(ctx, t, pool, func(tx pgx.Tx) {
+			s := receipts.New(tx)
+			ds, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := dueIDs(ds); !slices.Equal(got, due.dispatches) {
+				t.Errorf("due dispatches of fleet_a: %v, want %v", got, due.dispatches)
+			}
+			if again, _ := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch); len(again) != 0 {
+				t.Errorf("due dispatches returned again within regrace: %v", dueIDs(again))
+			}
+			rs, err := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := dueIDs(rs); !slices.Equal(got, due.receipts) {
+				t.Errorf("due receipts of fleet_a: %v, want %v", got, due.receipts)
+			}
+			if again, _ := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch); len(again) != 0 {
+				t.Errorf("due receipts returned again within regrace: %v", dueIDs(again))
+			}
+			n, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch)
+			if err != nil || n != int64(len(due.scrubbed)) {
+				t.Errorf("scrubbed %d dispatches (%v), want %d", n, err, len(due.scrubbed))
+			}
+			for _, id := range append(slices.Clone(due.scrubbed), due.kept...) {
+				d, err := s.GetDispatch(ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if scrubbed := d.Sealed == nil && d.ScrubbedAt != nil; scrubbed != slices.Contains(due.scrubbed, id) {
+					t.Errorf("dispatch %s of queue %q: scrubbed %v, sealed %v", id, d.Queue, scrubbed, d.Sealed)
+				}
+			}
+			var next string
+			if err := tx.QueryRow(ctx, `SELECT CASE WHEN scrub_check_at > now() + interval '23 hours' THEN 'tomorrow'
+				ELSE scrub_check_at::text END FROM herald.dispatches WHERE id = $1`, due.kept[0]).Scan(&next); err != nil {
+				t.Fatal(err)
+			}
+			if next != "tomorrow" {
+				t.Errorf("a dispatch whose delivery is due tomorrow is checked again at %s, want when it is due", next)
+			}
+			if n, _ := s.ScrubSecrets(ctx, "fleet_a", retention, batch); n != 0 {
+				t.Errorf("second sweep scrubbed %d", n)
+			}
+			n, err = s.ReleaseIdempotencyKeys(ctx, "fleet_a", window, batch)
+			if err != nil || n != int64(due.oldKeys) {
+				t.Errorf("released %d keys (%v), want %d", n, err, due.oldKeys)
+			}
+		})
+	})
+}
+
+// planDue is what the plan data holds that is due now, as the queries must answer.
+type planDue struct {
+	dispatches, receipts []string // due for fleet_a, sorted
+	scrubbed             []string // dispatches whose secrets must go
+	kept                 []string // dispatches whose secrets stay: a future delivery needs them, or another fleet's
+	oldKeys              int      // idempotency keys past the window
+}
+
+func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue {
+	t.Helper()
+	id := func(name string) string { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String() }
+	// The future, bulk-loaded: each index but the keys is dropped first and built again after,
+	// from its own definition, and the foreign key is added back and validated (seconds, not
+	// tens of seconds, on a shared 2-core machine).
+	var idx []string
+	rows, err := pool.Query(ctx, `SELECT format('DROP INDEX herald.%I', i.indexname), i.indexdef FROM pg_indexes i
+		WHERE i.schemaname = 'herald' AND i.tablename IN ('dispatches','receipts')
+		  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drops []string
+	for rows.Next() {
+		var drop, def string
+		if err := rows.Scan(&drop, &def); err != nil {
+			t.Fatal(err)
+		}
+		drops, idx = append(drops, drop), append(idx, def)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	steps := append(drops, `ALTER TABLE herald.receipts DROP CONSTRAINT receipts_dispatch_id_fkey`)
+	steps = append(steps,
+		// The future: 100,000 fanned-out dispatches holding secrets (the sweeper last looked at
+		// them and will again when their deliveries are due), their 300,000 deliveries due tomorrow,
+		// and 100,000 dispatches accepted for tomorrow; all with idempotency keys still held.
+		`INSERT INTO herald.dispatches (id, event_id, sealed, idempotency_key, status, attempt, due_at, accepted_at,
+			queue, scrub_check_at)
+		 SELECT ('10000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'plan.event', '{"t":"v1.k.x"}', 'key-' || i, 'fanned_out', 1,
+		        now() - interval '1 hour', now() - interval '1 hour', (ARRAY['fleet_a','fleet_b'])[i % 2 + 1],
+		        now() + interval '1 day'
+		 FROM generate_series(1, 100000) i`,
+		`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, status, due_at,
+			expires_at, queue)
+		 SELECT ('20000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+		        ('10000000-0000-4000-8000-' || lpad(to_hex((i - 1) / 3 + 1), 12, '0'))::uuid, 'plan.event', 'reminder', 'email',
+		        'u' || i, 'scheduled', now() + interval '1 day', now() + interval '2 days',
+		        (ARRAY['fleet_a','fleet_b'])[((i - 1) / 3 + 1) % 2 + 1]
+		 FROM generate_series(1, 300000) i`,
+		`INSERT INTO herald.dispatches (id, event_id, idempotency_key, status, due_at, accepted_at, queue)
+		 SELECT ('30000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'plan.event', 'key-t-' || i, 'accepted', now() + interval '1 day',
+		        now() + interval '1 day', (ARRAY['fleet_a','fleet_b'])[i % 2 + 1]
+		 FROM generate_series(1, 100000) i`)
+	steps = append(steps, idx...)
+	steps = append(steps,
+		`ALTER TABLE herald.receipts ADD CONSTRAINT receipts_dispatch_id_fkey FOREIGN KEY (dispatch_id)
+			REFERENCES herald.dispatches (id) NOT VALID`,
+		`ALTER TABLE herald.receipts VALIDATE CONSTRAINT receipts_dispatch_id_fkey`,
+		// Due now. Dispatches: two of fleet_a, one of fleet_b, one legacy (queue ''), a fan-out of
+		// fleet_a whose lease expired, and one of fleet_a enqueued a moment ago (within regrace).
+		fmt.Sprintf(`INSERT INTO herald.dispatches (id, event_id, status, attempt, due_at, lease_until, enqueued_at, queue) VALUES
+		 ('%s', 'plan.event', 'accepted', 0, now() - interval '1 second', NULL, NULL, 'fleet_a'),
+		 ('%s', 'plan.event', 'retrying', 1, now() + interval '30 seconds', NULL, NULL, 'fleet_a'),
+		 ('%s', 'plan.event', 'accepted', 0, now(), NULL, NULL, 'fleet_b'),
+		 ('%s', 'plan.event', 'accepted', 0, now(), NULL, NULL, ''),
+		 ('%s', 'plan.event', 'fanning_out', 1, now() - interval '5 minutes', now() - interval '1 second', now() - interval '5 minutes', 'fleet_a'),
+		 ('%s', 'plan.event', 'accepted', 0, now(), NULL, now(), 'fleet_a'),
+		 ('%s', 'plan.event', 'fanning_out', 1, now(), now() + interval '1 minute', NULL, 'fleet_a')`,
+			id("d-a1"), id("d-a2"), id("d-b1"), id("d-legacy"), id("d-a-lease"), id("d-a-enq"), id("d-a-live")),
+		// Receipts (of a fanned-out dispatch of fleet_a): the same cases.
+		fmt.Sprintf(`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, status,
+			attempt, due_at, expires_at, lease_until, enqueued_at, queue)
+		 SELECT v.id::uuid, '10000000-0000-4000-8000-000000000001'::uuid, 'plan.event', 'email', 'email', v.id, v.status, v.attempt, now() + v.due,
+		        now() + interval '1 day', now() + v.lease, now() + v.enq, v.queue
+		 FROM (VALUES
+		   ('%s', 'scheduled', 0, interval '-1 second', NULL::interval, NULL::interval, 'fleet_a'),
+		   ('%s', 'retrying', 1, interval '59 seconds', NULL, NULL, 'fleet_a'),
+		   ('%s', 'scheduled', 0, interval '0', NULL, NULL, 'fleet_b'),
+		   ('%s', 'scheduled', 0, interval '0', NULL, NULL, ''),
+		   ('%s', 'sending', 1, interval '-5 minutes', interval '-1 second', interval '-5 minutes', 'fleet_a'),
+		   ('%s', 'scheduled', 0, interval '0', NULL, interval '0', 'fleet_a'),
+		   ('%s', 'sending', 1, interval '0', interval '1 minute', NULL, 'fleet_a'),
+		   ('%s', 'scheduled', 0, interval '61 seconds', NULL, NULL, 'fleet_a')
+		 ) AS v(id, status, attempt, due, lease, enq, queue)`,
+			id("r-a1"), id("r-a2"), id("r-b1"), id("r-legacy"), id("r-a-lease"), id("r-a-enq"), id("r-a-live"), id("r-a-later")),
+		// Secrets: a settled dispatch whose deliveries are all final, a failed one of no known
+		// queue, one accepted longer ago than the retention, one whose only delivery is due
+		// tomorrow, and two of another fleet (settled, and old) that fleet_a's sweeper leaves alone.
+		fmt.Sprintf(`INSERT INTO herald.dispatches (id, event_id, sealed, status, attempt, due_at, accepted_at, queue) VALUES
+		 ('%s', 'plan.event', '{"t":"v1.k.x"}', 'fanned_out', 1, now(), now() - interval '1 minute', 'fleet_a'),
+		 ('%s', 'plan.event', '{"t":"v1.k.x"}', 'failed', 1, now(), now() - interval '1 minute', ''),
+		 ('%s', 'plan.event', '{"t":"v1.k.x"}', 'accepted', 0, now() + interval '1 day', now() - interval '8 days', 'fleet_a'),
+		 ('%s', 'plan.event', '{"t":"v1.k.x"}', 'fanned_out', 1, now(), now() - interval '1 minute', 'fleet_a'),
+		 ('%s', 'plan.event', '{"t":"v1.k.x"}', 'failed', 1, now(), now() - interval '1 minute', 'fleet_b'),
+		 ('%s', 'plan.event', '{"t":"v1.k.x"}', 'accepted', 0, now() + interval '1 day', now() - interval '8 days', 'fleet_b')`,
+			id("s-final"), id("s-failed"), id("s-old"), id("s-kept"), id("s-other"), id("s-other-old")),
+		fmt.Sprintf(`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, status,
+			due_at, expires_at, queue) VALUES
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'sent', now(), now() + interval '1 day', 'fleet_a'),
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'scheduled', now() + interval '1 day', now() + interval '2 days', 'fleet_a')`,
+			id("s-final-r"), id("s-final"), id("s-kept-r"), id("s-kept")),
+		// Idempotency keys past the window: fleet_a's, one of no known queue, and another fleet's.
+		fmt.Sprintf(`INSERT INTO herald.dispatches (id, event_id, idempotency_key, status, due_at, accepted_at, queue) VALUES
+		 ('%s', 'plan.event', 'old-1', 'fanned_out', now(), now() - interval '2 days', 'fleet_a'),
+		 ('%s', 'plan.event', 'old-2', 'fanned_out', now(), now() - interval '2 days', ''),
+		 ('%s', 'plan.event', 'old-3', 'fanned_out', now(), now() - interval '2 days', 'fleet_b')`, id("k-1"), id("k-2"), id("k-3")),
+		`ANALYZE herald.dispatches`,
+		`ANALYZE herald.receipts`,
+	)
+	for _, sql := range steps {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("seed: %v\n%s", err, sql)
+		}
+	}
+	sorted := func(names ...string) []string {
+		var out []string
+		for _, n := range names {
+			out = append(out, id(n))
+		}
+		slices.Sort(out)
+		return out
+	}
+	return planDue{
+		dispatches: sorted("d-a1", "d-a2", "d-legacy", "d-a-lease"),
+		receipts:   sorted("r-a1", "r-a2", "r-legacy", "r-a-lease"),
+		scrubbed:   sorted("s-final", "s-failed", "s-old"),
+		kept:       []string{id("s-kept"), id("s-other"), id("s-other-old")},
+		oldKeys:    2,
+	}
+}
+
+func dueIDs(ds []receipts.DueTask) []string {
+	var ids []string
+	for _, d := range ds {
+		ids = append(ids, d.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// inTx runs f in a transaction that is rolled back: EXPLAIN ANALYZE runs the statements.
+func inTx(ctx context.Context, t *testing.T, pool *pgxpool.Pool, f func(pgx.Tx)) {
+	t.Helper()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	f(tx)
+}
+
+// explainer is a receipts.Querier that runs each statement under EXPLAIN (ANALYZE, BUFFERS) and
+// records the shared buffers its plan touched. Its Query returns no rows, its QueryRow a 0. With
+// generic, the statement is prepared and executed under plan_cache_mode = force_generic_plan:
+// the plan PostgreSQL may settle on for a statement pgx has prepared once it ran five times.
+type explainer struct {
+	tx      pgx.Tx
+	generic bool
+	plans   []explained
+}
+
+type explained struct {
+	sql     string
+	buffers int64
+	plan    string
+}
+
+func (e *explainer) explain(ctx context.Context, sql string, args ...any) error {
+	stmt := "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql
+	if e.generic {
+		name := fmt.Sprintf("plan_%d", len(e.plans))
+		if _, err := e.tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+			return err
+		}
+		if _, err := e.tx.Exec(ctx, "PREPARE "+name+" AS "+sql); err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		lits := make([]string, len(args))
+		for i, a := range args {
+			lits[i] = literal(a)
+		}
+		stmt, args = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE "+name+"("+strings.Join(lits, ", ")+")", nil
+		defer func() { _, _ = e.tx.Exec(context.WithoutCancel(ctx), "DEALLOCATE "+name) }()
+	}
+	var out []struct {
+		Plan map[string]any `json:"Plan"`
+	}
+	var raw []byte
+	if err := e.tx.QueryRow(ctx, stmt, args...).Scan(&raw); err != nil {
+		return fmt.Errorf("explain: %w\n%s", err, stmt)
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || len(out) != 1 {
+		return fmt.Errorf("explain output %s: %w", raw, err)
+	}
+	var b strings.Builder
+	outline(&b, out[0].Plan, 0)
+	e.plans = append(e.plans, explained{sql: sql, buffers: buffers(out[0].Plan), plan: b.String()})
+	return nil
+}
+
+// buffers is the shared buffers (hit + read) a plan node touched, its children's included.
+func buffers(node map[string]any) int64 {
+	hit, _ := node["Shared Hit Blocks"].(float64)
+	read, _ := node["Shared Read Blocks"].(float64)
+	return int64(hit + read)
+}
+
+// outline writes a plan as one line per node: type, index or relation, rows, buffers.
+func outline(b *strings.Builder, node map[string]any, depth int) {
+	fmt.Fprintf(b, "%s%v", strings.Repeat("  ", depth), node["Node Type"])
+	for _, k := range []string{"Index Name", "Relation Name", "CTE Name"} {
+		if v, ok := node[k]; ok {
+			fmt.Fprintf(b, " %v", v)
+		}
+	}
+	fmt.Fprintf(b, " (rows %v, actual %v, buffers %d)\n", node["Plan Rows"], node["Actual Rows"], buffers(node))
+	children, _ := node["Plans"].([]any)
+	for _, c := range children {
+		if m, ok := c.(map[string]any); ok {
+			outline(b, m, depth+1)
+		}
+	}
+}
+
+// literal writes an argument of the store's statements as SQL.
+func literal(a any) string {
+	switch v := a.(type) {
+	case time.Duration:
+		return fmt.Sprintf("'%d microseconds'::interval", v.Microseconds())
+	case int:
+		return fmt.Sprint(v)
+	case string:
+		return "'" + strings.ReplaceAll(v, "'", "''") + "'"
+	case []string:
+		q := make([]string, len(v))
+		for i, s := range v {
+			q[i] = literal(s)
+		}
+		return "ARRAY[" + strings.Join(q, ",") + "]::text[]"
+	default:
+		panic(fmt.Sprintf("literal: %T", a))
+	}
+}
+
+func (e *explainer) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return pgconn.NewCommandTag("UPDATE 0"), e.explain(ctx, sql, args...)
+}
+
+func (e *explainer) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := e.explain(ctx, sql, args...); err != nil {
+		return nil, err
+	}
+	return e.tx.Query(ctx, `SELECT NULL::text, 0, now() WHERE false`)
+}
+
+func (e *explainer) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := e.explain(ctx, sql, args...); err != nil {
+		return errRow{err}
+	}
+	return e.tx.QueryRow(ctx, `SELECT 0::bigint`)
+}
+
+func (e *explainer) SendBatch(context.Context, *pgx.Batch) pgx.BatchResults {
+	panic("explainer: batches are not explained")
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }

@@ -1,0 +1,197 @@
+package tasks_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/heraldhq/herald/internal/faultproxy"
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/tasks"
+)
+
+// viaProxy rebuilds b's worker so that it reaches PostgreSQL through a fault proxy; the test's
+// own checks keep using b.pool directly. The rebuilt worker registers its metrics on reg.
+func (b *bundle) viaProxy(t *testing.T, reg *prometheus.Registry) *faultproxy.Proxy {
+	t.Helper()
+	url := b.pool.Config().ConnString()
+	p := faultproxy.Start(t, testenv.Target(t, url))
+	pool, err := pgxpool.New(context.Background(), testenv.Via(t, url, p.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	b.cfg.DB, b.cfg.Metrics = pool, reg
+	w, err := tasks.NewWorker(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.worker = w
+	t.Cleanup(func() { _ = w.Close() })
+	return p
+}
+
+// TestConfirmedSendOutlivesPostgresOutage: PostgreSQL refuses connections while the SMTP server
+// is answering DATA, for longer than the old recorder's few quick tries; the confirmed send is
+// recorded once PostgreSQL answers again, and the message is not sent twice (issue 6, item 1).
+func TestConfirmedSendOutlivesPostgresOutage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	proxy := b.viaProxy(t, prometheus.NewRegistry())
+	b.start()
+	inData := b.smtp.SetDelay(time.Second)
+	id := b.dispatch(t, "accounts.password_reset")
+	select {
+	case <-inData:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the send never reached DATA")
+	}
+	proxy.SetMode(faultproxy.Refuse) // the outage starts while the server holds the message
+	b.smtp.WaitFor(t, 1, 10*time.Second)
+	time.Sleep(6 * time.Second) // the outage lasts 6s: the old recorder gave up after ~3s
+	proxy.SetMode(faultproxy.Pass)
+	r := b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+	if r.Attempt != 1 || r.InDoubt {
+		t.Fatalf("attempt %d in_doubt %v: want the first attempt's send recorded", r.Attempt, r.InDoubt)
+	}
+	b.waitIdle()
+	if n := len(b.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails after a 6s PostgreSQL outage mid-send, want 1", n)
+	}
+}
+
+// TestOutageLongerThanTheLease: when the outage outlasts the lease another claim may take the
+// delivery over; whatever happens, every email beyond the first belongs to a receipt flagged in
+// doubt and carries the same Message-ID (counted window (c)).
+func TestOutageLongerThanTheLease(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	b := setup(t, withConfig(func(c *tasks.Config) {
+		c.Lease, c.TaskTimeout, c.SendTimeout, c.ShutdownTimeout = 3*time.Second, 2*time.Second, time.Second, 2*time.Second
+	}))
+	proxy := b.viaProxy(t, reg)
+	b.start()
+	inData := b.smtp.SetDelay(500 * time.Millisecond)
+	id := b.dispatch(t, "accounts.password_reset")
+	<-inData
+	proxy.SetMode(faultproxy.Refuse)
+	b.smtp.WaitFor(t, 1, 10*time.Second)
+	time.Sleep(5 * time.Second) // longer than the 3s lease
+	proxy.SetMode(faultproxy.Pass)
+	r := b.waitReceipt(id, receipts.ReceiptSent, 20*time.Second)
+	b.waitIdle()
+	msgs := b.smtp.Messages()
+	if len(msgs) > 1 {
+		if !r.InDoubt {
+			t.Fatalf("%d emails but the receipt is not flagged in doubt", len(msgs))
+		}
+		for _, m := range msgs {
+			if m.MessageID != msgs[0].MessageID {
+				t.Fatalf("duplicates carry different Message-IDs: %q %q", m.MessageID, msgs[0].MessageID)
+			}
+		}
+		if n := testutil.ToFloat64(gathered(t, reg, "herald_in_doubt_total")); n < 1 {
+			t.Fatal("a duplicate was not counted in herald_in_doubt_total")
+		}
+	}
+	t.Logf("%d email(s), attempt %d, in_doubt %v", len(msgs), r.Attempt, r.InDoubt)
+}
+
+// TestWaitingForPostgresUsesNoRetries: a dispatch sent through Redis while PostgreSQL is down
+// waits for it however long the outage, without using up asynq's retries (which would archive it
+// with no record), and is delivered once PostgreSQL is back (issue 6, item 5).
+func TestWaitingForPostgresUsesNoRetries(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	b := setup(t)
+	proxy := b.viaProxy(t, reg)
+	proxy.SetMode(faultproxy.Refuse)
+	b.start()
+	c, err := tasks.NewClient(tasks.ClientConfig{Redis: b.redis, SecretKeys: secretKeys, Queue: b.queue, AsynqRetries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	id, err := c.Dispatch(t.Context(), "accounts.password_reset", user("42"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	// With 2 retries and ordinary failures (200ms backoff here), the task would be archived within
+	// a second or two.
+	time.Sleep(5 * time.Second)
+	if n := testutil.ToFloat64(gathered(t, reg, "herald_tasks_waiting_for_postgres")); n != 1 {
+		t.Fatalf("herald_tasks_waiting_for_postgres = %v during the outage, want 1", n)
+	}
+	info, err := insp.GetTaskInfo(b.queue, tasks.DispatchTaskID(id, 0))
+	if err != nil {
+		t.Fatalf("the dispatch task is gone from Redis during the outage: %v", err)
+	}
+	if info.State == asynq.TaskStateArchived || info.Retried > 0 {
+		t.Fatalf("state %v, retried %d: waiting for PostgreSQL used up retries", info.State, info.Retried)
+	}
+	proxy.SetMode(faultproxy.Pass)
+	b.waitReceipt(id, receipts.ReceiptSent, 40*time.Second)
+	if n := len(b.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails", n)
+	}
+	waitFor(t, 10*time.Second, "the gauge to fall back", func() bool {
+		return testutil.ToFloat64(gathered(t, reg, "herald_tasks_waiting_for_postgres")) == 0
+	})
+}
+
+// TestRedisOutageLosesNothing: Redis refuses the worker for a few seconds while dispatches
+// committed through the outbox keep coming; once it answers again every dispatch is delivered
+// once (the promoter re-enqueues what it could not hand over).
+func TestRedisOutageLosesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	proxy := faultproxy.Start(t, b.redis.Addr)
+	wr := b.redis
+	wr.Addr = proxy.Addr()
+	b.cfg.Redis = wr
+	w, err := tasks.NewWorker(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.worker = w
+	t.Cleanup(func() { _ = w.Close() })
+	b.start()
+	ctx := t.Context()
+	var ids []string
+	for i := range 12 {
+		if i == 4 {
+			proxy.SetMode(faultproxy.Refuse)
+		}
+		if i == 8 {
+			time.Sleep(3 * time.Second)
+			proxy.SetMode(faultproxy.Pass)
+		}
+		tx, err := b.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.ID)
+	}
+	for _, id := range ids {
+		b.waitReceipt(id, receipts.ReceiptSent, 60*time.Second)
+	}
+	b.waitIdle()
+	if n := len(b.smtp.Messages()); n != len(ids) {
+		t.Fatalf("%d emails for %d dispatches across a Redis outage", n, len(ids))
+	}
+}
