@@ -288,6 +288,25 @@ func (p *Proxy) endLocked(c *conn, fault bool) {
 	_ = c.server.Close()
 }
 
+// sever ends c as a cut, closing every side but keep (which the caller writes to once more and
+// then closes).
+func (p *Proxy) sever(c *conn, keep net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.ended {
+		return
+	}
+	c.ended = true
+	p.stats.Cut++
+	close(c.done)
+	if keep != c.client {
+		_ = c.client.Close()
+	}
+	if keep != c.server {
+		_ = c.server.Close()
+	}
+}
+
 // pipe copies one direction of c until it ends. When either side ends (or fails), the whole
 // connection ends: the protocols proxied here do not use half-closed connections.
 func (p *Proxy) pipe(c *conn, dir Direction) {
@@ -334,12 +353,22 @@ func (p *Proxy) forward(c *conn, dir Direction, st *cutState, dst net.Conn, b []
 				*st = cutState{gen: gen}
 			}
 			n, hit := st.allow(m, b)
+			if hit {
+				// Sever the way back first, so that no answer to these last bytes can get through
+				// (an SMTP server answers the final "." within microseconds), then deliver them.
+				p.sever(c, dst)
+				if n > 0 {
+					_, _ = dst.Write(b[:n])
+				}
+				_ = dst.Close()
+				return false, true
+			}
 			if n > 0 {
 				if _, err := dst.Write(b[:n]); err != nil {
 					return false, false
 				}
 			}
-			return !hit, hit
+			return true, false
 		}
 		_, err := dst.Write(b)
 		return err == nil, false
