@@ -111,7 +111,7 @@ func (w *Worker) Promote(ctx context.Context) int {
 	}
 	for _, d := range ds {
 		p, _ := json.Marshal(DispatchPayload{V: 1, DispatchID: d.ID})
-		if err := w.enqueue(ctx, TypeDispatch, DispatchTaskID(d.ID, d.Attempt), p, d.DueAt); err != nil {
+		if err := w.enqueueStuck(ctx, TypeDispatch, DispatchTaskID(d.ID, d.Attempt), p, d.DueAt); err != nil {
 			w.log.Warn().Err(err).Str("dispatch_id", d.ID).Msg("promoter: enqueue dispatch")
 			continue
 		}
@@ -126,7 +126,7 @@ func (w *Worker) Promote(ctx context.Context) int {
 	}
 	for _, r := range rs {
 		p, _ := json.Marshal(DeliverPayload{V: 1, ReceiptID: r.ID, Attempt: r.Attempt})
-		if err := w.enqueue(ctx, TypeDeliver, DeliverTaskID(r.ID, r.Attempt), p, r.DueAt); err != nil {
+		if err := w.enqueueStuck(ctx, TypeDeliver, DeliverTaskID(r.ID, r.Attempt), p, r.DueAt); err != nil {
 			w.log.Warn().Err(err).Str("receipt_id", r.ID).Msg("promoter: enqueue delivery")
 			continue
 		}

@@ -124,3 +124,43 @@ func TestTwoWorkersShareTheLoad(t *testing.T) {
 		t.Fatalf("%d emails with %d distinct Message-IDs, want %d", len(msgs), len(ids), n)
 	}
 }
+
+// TestPromoterRecoversWorkHeldByADeadTask: the task carrying a dispatch is active in asynq but its
+// worker never claims the row (it died, or hangs); once RequeueAfter has passed, the promoter
+// enqueues the work again under a second id instead of waiting for asynq's own recovery.
+func TestPromoterRecoversWorkHeldByADeadTask(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *tasks.Config) { c.RequeueAfter = time.Second }))
+	// The rogue worker takes the task and holds it until the end of the test.
+	hold := make(chan struct{})
+	took := make(chan struct{}, 1)
+	rogue := asynq.NewServer(b.redis, asynq.Config{Concurrency: 1, Queues: map[string]int{b.queue: 1},
+		TaskCheckInterval: 50 * time.Millisecond, LogLevel: asynq.FatalLevel})
+	if err := rogue.Start(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		took <- struct{}{}
+		select {
+		case <-hold:
+		case <-ctx.Done():
+		}
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(hold); rogue.Shutdown() })
+	ctx := t.Context()
+	tx, _ := b.pool.Begin(ctx)
+	res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tx.Commit(ctx)
+	// A promoter pass of "another worker" hands the task to the rogue.
+	b.worker.Promote(ctx)
+	select {
+	case <-took:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rogue never took the task")
+	}
+	b.start()
+	b.waitReceipt(res.ID, receipts.ReceiptSent, 15*time.Second)
+}

@@ -240,6 +240,19 @@ func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
 // enqueue hands a task to asynq. A task id that already exists is success — unless that task
 // is archived or completed, in which case it is replaced (it will never run again).
 func (w *Worker) enqueue(ctx context.Context, typ, taskID string, payload []byte, due time.Time) error {
+	return w.enqueueTask(ctx, typ, taskID, payload, due, false)
+}
+
+// enqueueStuck is the promoter's enqueue. The promoter only hands over rows nobody has claimed
+// (or whose lease expired) and that were not enqueued within RequeueAfter, so an active task
+// under the same id has held it that long without claiming it: its worker died (asynq's
+// recoverer would bring it back only after its own lease, up to about 90 s). The work is then
+// enqueued under a second id; the claim keeps it single-effect.
+func (w *Worker) enqueueStuck(ctx context.Context, typ, taskID string, payload []byte, due time.Time) error {
+	return w.enqueueTask(ctx, typ, taskID, payload, due, true)
+}
+
+func (w *Worker) enqueueTask(ctx context.Context, typ, taskID string, payload []byte, due time.Time, stuck bool) error {
 	opts := []asynq.Option{
 		asynq.TaskID(taskID), asynq.Queue(w.cfg.Queue), asynq.MaxRetry(w.cfg.AsynqRetries),
 		asynq.Timeout(w.cfg.TaskTimeout),
@@ -256,6 +269,12 @@ func (w *Worker) enqueue(ctx context.Context, typ, taskID string, payload []byte
 		return nil
 	}
 	info, ierr := w.insp.GetTaskInfo(w.cfg.Queue, taskID)
+	if ierr == nil && info.State == asynq.TaskStateActive && stuck {
+		again := fmt.Sprintf("%s:again:%d", taskID, time.Now().UnixNano())
+		w.log.Info().Str("task_id", taskID).Str("new_task_id", again).
+			Msg("promoter: the task holding this work is active but never claimed it (its worker died); enqueueing it again")
+		return w.enqueueTask(ctx, typ, again, payload, due, false)
+	}
 	if ierr != nil || (info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted) {
 		return nil // pending, scheduled, retry or active: it will run
 	}
