@@ -82,12 +82,7 @@ func TestCancelAtEveryStage(t *testing.T) {
 		b.reg.MustRegister(g)
 		_ = b.reg.RegisterLoader("users", examples.UsersLoader{DB: b.pool})
 		b.cfg.Registry = b.reg
-		w, err := tasks.NewWorker(b.cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.worker = w
-		t.Cleanup(func() { _ = w.Close() })
+		b.rebuild(t)
 		b.start()
 		id := b.dispatch(t, "accounts.password_reset")
 		select {

@@ -2,7 +2,6 @@ package tasks_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
@@ -61,17 +60,9 @@ func TestInDoubtReclaimsCountedOnce(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	b := setup(t, withMetrics(reg), withConfig(func(c *tasks.Config) { c.DisableInline = true }))
 	ctx := t.Context()
-	tx, _ := b.pool.Begin(ctx)
-	res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = tx.Commit(ctx)
-	p, _ := json.Marshal(tasks.DispatchPayload{V: 1, DispatchID: res.ID})
-	if err := b.worker.HandleDispatch(ctx, asynq.NewTask(tasks.TypeDispatch, p)); err != nil {
-		t.Fatal(err)
-	}
-	r := b.receipts(res.ID)[0]
+	id := b.dispatchTx(t, "42")
+	b.fanOutNow(t, id)
+	r := b.receipts(id)[0]
 	if _, _, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil { // the worker that crashed
 		t.Fatal(err)
 	}
@@ -81,7 +72,7 @@ func TestInDoubtReclaimsCountedOnce(t *testing.T) {
 	// The reclaim meets two ordinary temporary failures before it is sent.
 	b.smtp.FailNext(emailtest.Reply(451, "4.3.0", "try again later"), emailtest.Reply(451, "4.3.0", "try again later"))
 	b.start()
-	got := b.waitReceipt(res.ID, receipts.ReceiptSent, 15*time.Second)
+	got := b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
 	if got.Attempt != 4 || !got.InDoubt {
 		t.Fatalf("attempt %d in_doubt %v, want the 4th attempt sent and the receipt in doubt", got.Attempt, got.InDoubt)
 	}
@@ -293,12 +284,7 @@ func TestPanicsAreBoundedAndRedacted(t *testing.T) {
 				return examples.UsersLoader{DB: b.pool}.Load(ctx, ref)
 			}))
 			b.cfg.Registry = b.reg
-			w, err := tasks.NewWorker(b.cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b.worker = w
-			t.Cleanup(func() { _ = w.Close() })
+			b.rebuild(t)
 			b.start()
 			id, err := b.client.Dispatch(t.Context(), "accounts.password_reset", user("42"), map[string]any{"note": events.NewSecret(panicSecret)})
 			if err != nil {
@@ -332,17 +318,9 @@ func TestReclaimsAreBounded(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *tasks.Config) { c.DisableInline = true; c.MaxAttempts = 2 }))
 	ctx := t.Context()
-	tx, _ := b.pool.Begin(ctx)
-	res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = tx.Commit(ctx)
-	p, _ := json.Marshal(tasks.DispatchPayload{V: 1, DispatchID: res.ID})
-	if err := b.worker.HandleDispatch(ctx, asynq.NewTask(tasks.TypeDispatch, p)); err != nil {
-		t.Fatal(err)
-	}
-	r := b.receipts(res.ID)[0]
+	id := b.dispatchTx(t, "42")
+	b.fanOutNow(t, id)
+	r := b.receipts(id)[0]
 	for range 2 { // two attempts that died mid-send
 		if _, out, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil || out != receipts.Claimed {
 			t.Fatalf("claim: %v %v", out, err)
@@ -352,7 +330,7 @@ func TestReclaimsAreBounded(t *testing.T) {
 		}
 	}
 	b.start()
-	got := b.waitReceipt(res.ID, receipts.ReceiptFailed, 10*time.Second)
+	got := b.waitReceipt(id, receipts.ReceiptFailed, 10*time.Second)
 	if got.Attempt != 3 || !got.InDoubt || !strings.Contains(got.LastError, "gave up after 2 attempts") {
 		t.Fatalf("attempt %d in_doubt %v %q", got.Attempt, got.InDoubt, got.LastError)
 	}
@@ -367,22 +345,17 @@ func TestFanOutReclaimsAreBounded(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *tasks.Config) { c.MaxAttempts = 2 }))
 	ctx := t.Context()
-	tx, _ := b.pool.Begin(ctx)
-	res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = tx.Commit(ctx)
+	id := b.dispatchTx(t, "42")
 	for range 2 { // two fan-outs that died
-		if _, out, err := b.store.ClaimDispatch(ctx, res.ID, time.Minute); err != nil || out != receipts.Claimed {
+		if _, out, err := b.store.ClaimDispatch(ctx, id, time.Minute); err != nil || out != receipts.Claimed {
 			t.Fatalf("claim: %v %v", out, err)
 		}
-		if _, err := b.pool.Exec(ctx, `UPDATE herald.dispatches SET lease_until = now() - interval '1 second' WHERE id = $1`, res.ID); err != nil {
+		if _, err := b.pool.Exec(ctx, `UPDATE herald.dispatches SET lease_until = now() - interval '1 second' WHERE id = $1`, id); err != nil {
 			t.Fatal(err)
 		}
 	}
 	b.start()
-	d := b.waitDispatch(res.ID, receipts.DispatchFailed, 10*time.Second)
+	d := b.waitDispatch(id, receipts.DispatchFailed, 10*time.Second)
 	if d.Attempt != 3 || !strings.Contains(d.LastError, "gave up after 2 fan-out attempts") {
 		t.Fatalf("attempt %d %q", d.Attempt, d.LastError)
 	}

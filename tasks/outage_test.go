@@ -28,12 +28,7 @@ func (b *bundle) viaProxy(t *testing.T, reg *prometheus.Registry) *faultproxy.Pr
 	}
 	t.Cleanup(pool.Close)
 	b.cfg.DB, b.cfg.Metrics = pool, reg
-	w, err := tasks.NewWorker(b.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.worker = w
-	t.Cleanup(func() { _ = w.Close() })
+	b.rebuild(t)
 	return p
 }
 
@@ -157,14 +152,8 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 	wr := b.redis
 	wr.Addr = proxy.Addr()
 	b.cfg.Redis = wr
-	w, err := tasks.NewWorker(b.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.worker = w
-	t.Cleanup(func() { _ = w.Close() })
+	b.rebuild(t)
 	b.start()
-	ctx := t.Context()
 	var ids []string
 	for i := range 12 {
 		if i == 4 {
@@ -174,18 +163,7 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 			time.Sleep(3 * time.Second)
 			proxy.SetMode(faultproxy.Pass)
 		}
-		tx, err := b.pool.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, res.ID)
+		ids = append(ids, b.dispatchTx(t, "42"))
 	}
 	for _, id := range ids {
 		b.waitReceipt(id, receipts.ReceiptSent, 60*time.Second)

@@ -148,12 +148,7 @@ func TestPromoterRecoversWorkHeldByADeadTask(t *testing.T) {
 	}
 	t.Cleanup(func() { close(hold); rogue.Shutdown() })
 	ctx := t.Context()
-	tx, _ := b.pool.Begin(ctx)
-	res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user("42"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = tx.Commit(ctx)
+	id := b.dispatchTx(t, "42")
 	// A promoter pass of "another worker" hands the task to the rogue.
 	b.worker.Promote(ctx)
 	select {
@@ -162,5 +157,5 @@ func TestPromoterRecoversWorkHeldByADeadTask(t *testing.T) {
 		t.Fatal("the rogue never took the task")
 	}
 	b.start()
-	b.waitReceipt(res.ID, receipts.ReceiptSent, 15*time.Second)
+	b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
 }

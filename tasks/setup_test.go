@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io/fs"
 	"strings"
 	"testing"
@@ -298,4 +299,43 @@ func (b *bundle) dispatch(t testing.TB, event string) string {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// dispatchTx records a password reset for user uid through the outbox (DispatchTx, committed)
+// and returns the dispatch id.
+func (b *bundle) dispatchTx(t testing.TB, uid string) string {
+	t.Helper()
+	ctx := t.Context()
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.client.DispatchTx(ctx, tx, "accounts.password_reset", user(uid), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return res.ID
+}
+
+// fanOutNow runs the fan-out of dispatch id in the test's goroutine, as a promoted task would.
+func (b *bundle) fanOutNow(t testing.TB, id string) {
+	t.Helper()
+	p, _ := json.Marshal(tasks.DispatchPayload{V: 1, DispatchID: id})
+	if err := b.worker.HandleDispatch(t.Context(), asynq.NewTask(tasks.TypeDispatch, p)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rebuild replaces the bundle's worker with one built from b.cfg as it is now.
+func (b *bundle) rebuild(t testing.TB) {
+	t.Helper()
+	w, err := tasks.NewWorker(b.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.worker = w
+	t.Cleanup(func() { _ = w.Close() })
 }
