@@ -37,4 +37,5 @@ fuzz: ## Fuzz the untrusted-input parsers for 20s each
 	$(GO) test ./events -run '^$$' -fuzz FuzzParseRef -fuzztime 20s
 	$(GO) test ./internal/seal -run '^$$' -fuzz FuzzOpen -fuzztime 20s
 	$(GO) test ./channels/email -run '^$$' -fuzz FuzzParseURL -fuzztime 20s
+	$(GO) test ./channels/email -run '^$$' -fuzz FuzzBuild -fuzztime 20s
 	$(GO) test ./tasks -run '^$$' -fuzz FuzzDecodeDispatch -fuzztime 20s

@@ -28,6 +28,10 @@ type Config struct {
 	// SMTPURL is smtp://user:pass@host:587?tls=starttls|tls|opportunistic|none, or capture:// to
 	// store mail in the development mailbox. Required: no SMTP URL means no start.
 	SMTPURL string `env:"HERALD_SMTP_URL"`
+	// SMTPCAFile is a PEM file of CA certificates trusted for the SMTP server's certificate, in
+	// addition to the system's roots (a relay with a certificate from a private CA). The URL's
+	// ca= parameter wins. Optional.
+	SMTPCAFile string `env:"HERALD_SMTP_CA_FILE"`
 	// MailFrom is the default sender, "Name <address>" or an address. Required.
 	MailFrom string `env:"HERALD_MAIL_FROM"`
 	// MessageIDDomain is the right-hand side of Message-IDs. Defaults to MailFrom's domain.

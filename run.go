@@ -71,13 +71,18 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 		senders[events.TransportEmail] = capture.New(receipts.New(pool))
 		log.Warn().Msg("HERALD_SMTP_URL=capture://: mail is stored in the development mailbox, not sent")
 	} else {
-		s, err := email.New(email.Config{URL: cfg.SMTPURL, PoolSize: cfg.Concurrency, SendTimeout: cfg.SendTimeout})
+		helo := strings.TrimSpace(cfg.MessageIDDomain) // fully qualified, unlike many host names
+		if helo == "" {
+			_, helo, _ = strings.Cut(from.Address, "@")
+		}
+		s, err := email.New(email.Config{URL: cfg.SMTPURL, PoolSize: cfg.Concurrency, SendTimeout: cfg.SendTimeout,
+			HELO: helo, CAFile: cfg.SMTPCAFile})
 		if err != nil {
 			return err
 		}
 		defer func() { _ = s.Close() }()
 		senders[events.TransportEmail] = s
-		log.Info().Str("smtp", s.Endpoint().String()).Msg("email transport configured")
+		log.Info().Str("smtp", s.Endpoint().String()).Str("helo", s.HELO()).Msg("email transport configured")
 	}
 	for k, s := range cfg.Senders {
 		senders[k] = s

@@ -10,7 +10,8 @@ import (
 	"github.com/wneessen/go-mail"
 )
 
-// Endpoint is a parsed HERALD_SMTP_URL: smtp://user:pass@host:port?tls=starttls|tls|none|opportunistic&auth=…
+// Endpoint is a parsed HERALD_SMTP_URL:
+// smtp://user:pass@host:port?tls=starttls|tls|none|opportunistic&auth=…&helo=…&ca=….
 type Endpoint struct {
 	Host     string
 	Port     int
@@ -18,7 +19,8 @@ type Endpoint struct {
 	Username string
 	Password string
 	Auth     string // go-mail mechanism name (plain, login, cram-md5, scram-sha-256, …); default autodiscover
-	HELO     string
+	HELO     string // the name given in EHLO/HELO (helo=); empty: Config.HELO or its default
+	CAFile   string // a PEM file of CAs trusted for the server's certificate (ca=)
 }
 
 // ParseURL parses an SMTP URL. Errors never echo the URL (it may hold a password).
@@ -51,7 +53,16 @@ func ParseURL(raw string) (Endpoint, error) {
 		}
 		ep.Auth = v
 	}
-	ep.HELO = q.Get("helo")
+	if v := q.Get("helo"); v != "" {
+		if !validHELO(v) {
+			return Endpoint{}, fmt.Errorf("HERALD_SMTP_URL helo=%q is not a host name: want this host's fully-qualified name, e.g. helo=mail.example.com", v)
+		}
+		ep.HELO = v
+	}
+	ep.CAFile = q.Get("ca")
+	if ep.CAFile != "" && ep.TLS == "none" {
+		return Endpoint{}, errors.New("HERALD_SMTP_URL has ca= with tls=none: there is no certificate to verify; use tls=starttls or tls=tls, or drop ca=")
+	}
 	switch p := u.Port(); {
 	case p != "":
 		n, err := strconv.Atoi(p)

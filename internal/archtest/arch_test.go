@@ -37,6 +37,17 @@ func listPackages(t *testing.T) map[string]pkg {
 	return pkgs
 }
 
+// testOnly reports whether path is a package for tests only: the test environment, the fault
+// proxy, and the transport test kits.
+func testOnly(path string) bool {
+	for _, p := range []string{"/internal/testenv", "/internal/faultproxy", "/channels/channeltest", "/channels/email/emailtest"} {
+		if path == mod+p {
+			return true
+		}
+	}
+	return false
+}
+
 func isStd(path string) bool { return !strings.Contains(strings.Split(path, "/")[0], ".") }
 
 // TestDependencyDirection enforces DESIGN.md's rules: events imports the standard library
@@ -59,6 +70,8 @@ func TestDependencyDirection(t *testing.T) {
 				t.Errorf("receipts imports %s", imp)
 			case !strings.HasPrefix(rel, "cmd/") && strings.HasPrefix(imp, mod+"/cmd"):
 				t.Errorf("%s imports a command (%s)", path, imp)
+			case testOnly(imp) && !testOnly(path):
+				t.Errorf("%s imports the test-only package %s (production code never does)", path, imp)
 			}
 		}
 		usesAsynq := false
