@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,7 +64,10 @@ func TestCancelAtEveryStage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.waitDispatch(id, receipts.DispatchRetrying, 10*time.Second)
+		d := b.waitDispatch(id, receipts.DispatchRetrying, 10*time.Second)
+		if !strings.Contains(d.LastError, `queue "`+b.queue+`"`) || !strings.Contains(d.LastError, "accounts.password_reset") {
+			t.Fatalf("the unknown-event reason names neither the queue nor the events served: %q", d.LastError)
+		}
 		c, err := b.store.CancelDispatch(t.Context(), id, "", false)
 		if err != nil || c.Was != receipts.DispatchRetrying || !c.Dispatch {
 			t.Fatalf("cancel: %+v %v", c, err)

@@ -173,3 +173,48 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 		t.Fatalf("%d emails for %d dispatches across a Redis outage", n, len(ids))
 	}
 }
+
+// TestSMTPFaultsThroughTheEngine: a relay that drops the connection after the final "." (having
+// kept the message), and one slower than the send timeout, leave the delivery in doubt: it is
+// retried with the same Message-ID, sent, flagged and counted (counted window (b)).
+func TestSMTPFaultsThroughTheEngine(t *testing.T) {
+	t.Parallel()
+	for name, fault := range map[string]func(b *bundle){
+		"drop after the final dot": func(b *bundle) { b.smtp.DropAfterData(1) },
+		"slower than the send timeout": func(b *bundle) {
+			b.smtp.SetDelay(3 * time.Second)
+			go func() { // the relay recovers after the first, timed-out attempt
+				time.Sleep(1500 * time.Millisecond)
+				b.smtp.SetDelay(0)
+			}()
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			reg := prometheus.NewRegistry()
+			b := setup(t, withMetrics(reg), withConfig(func(c *tasks.Config) { c.SendTimeout = time.Second }))
+			fault(b)
+			b.start()
+			start := time.Now()
+			id := b.dispatch(t, "accounts.password_reset")
+			r := b.waitReceipt(id, receipts.ReceiptSent, 20*time.Second)
+			b.waitIdle()
+			if r.Attempt < 2 || !r.InDoubt {
+				t.Fatalf("attempt %d in_doubt %v: want a retry flagged in doubt", r.Attempt, r.InDoubt)
+			}
+			msgs := b.smtp.Messages()
+			if len(msgs) == 0 || len(msgs) > 2 {
+				t.Fatalf("%d emails for one delivery", len(msgs))
+			}
+			for _, m := range msgs {
+				if m.MessageID != r.MessageID {
+					t.Fatalf("email Message-ID %q, receipt %q", m.MessageID, r.MessageID)
+				}
+			}
+			if n := testutil.ToFloat64(gathered(t, reg, "herald_in_doubt_total")); n < 1 {
+				t.Fatal("the in-doubt attempt was not counted")
+			}
+			t.Logf("%d email(s), attempt %d, sent after %v", len(msgs), r.Attempt, time.Since(start).Round(100*time.Millisecond))
+		})
+	}
+}
