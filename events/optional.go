@@ -171,7 +171,10 @@ func ShouldSendOf(ctx context.Context, ev Event, d *Dispatch, ch Channel, r Reci
 // stopped. cursor is "" for the first page; next is "" after the last. A page may hold fewer
 // than limit recipients. Pages must be stable across calls with the same cursor (order by a key).
 //
-// Default: Recipients is called once per channel and its result committed in chunks.
+// Default: Recipients is called once per channel (per run) and its result committed in chunks.
+// A fan-out that resumes checks that the list did not change before where it stopped (the key
+// of the last recipient committed); if it did, the channel starts over, and the receipts already
+// written are kept once.
 type RecipientPager interface {
 	RecipientsPage(ctx context.Context, d *Dispatch, ch Channel, cursor string, limit int) (rs []Recipient, next string, err error)
 }

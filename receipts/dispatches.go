@@ -32,6 +32,8 @@ type Dispatch struct {
 	AcceptedAt     time.Time
 	UpdatedAt      time.Time
 	ScrubbedAt     *time.Time
+	// Progress is where a fan-out committed in chunks has got to (nil: no chunk committed yet).
+	Progress json.RawMessage
 	// Queue is the asynq queue of the fleet whose promoter drives this dispatch; "" for a row
 	// written before queues were recorded, which any fleet's promoter takes.
 	Queue string
@@ -85,7 +87,7 @@ var ErrIdempotencyConflict = errors.New("idempotency key already used with diffe
 
 const dispatchColumns = `id, event_id, refs, vars, sealed, minted, actor, COALESCE(idempotency_key, ''),
 	fingerprint, COALESCE(duplicate_of::text, ''), status, attempt, due_at, lease_until, COALESCE(last_error, ''),
-	accepted_at, updated_at, scrubbed_at, queue`
+	accepted_at, updated_at, scrubbed_at, queue, fanout_progress`
 
 func scanDispatch(row pgx.Row) (*Dispatch, error) {
 	var d Dispatch
@@ -93,7 +95,7 @@ func scanDispatch(row pgx.Row) (*Dispatch, error) {
 	var st string
 	err := row.Scan(&d.ID, &d.EventID, &refs, &d.Vars, &sealed, &minted, &d.Actor, &d.IdempotencyKey,
 		&d.Fingerprint, &d.DuplicateOf, &st, &d.Attempt, &d.DueAt, &d.LeaseUntil, &d.LastError,
-		&d.AcceptedAt, &d.UpdatedAt, &d.ScrubbedAt, &d.Queue)
+		&d.AcceptedAt, &d.UpdatedAt, &d.ScrubbedAt, &d.Queue, &d.Progress)
 	if err != nil {
 		return nil, err
 	}

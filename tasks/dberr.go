@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -41,6 +42,27 @@ func isConnError(err error) bool {
 		return true
 	}
 	return strings.Contains(err.Error(), "conn closed") // pgconn's closed-connection errors carry no type
+}
+
+// unreachable reports whether err means PostgreSQL cannot be reached now. A timeout is
+// ambiguous — a stalled server or network, or merely a slow statement — so the server is asked on
+// a connection of its own: if it answers, the timeout was the statement's, which is not an outage
+// (it must not be waited out forever).
+func (w *Worker) unreachable(err error) bool {
+	if !isConnError(err) {
+		return false
+	}
+	if !pgconn.Timeout(err) && !errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, cerr := pgx.ConnectConfig(ctx, w.cfg.DB.Config().ConnConfig)
+	if cerr != nil {
+		return true
+	}
+	defer c.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	return c.Ping(ctx) != nil
 }
 
 // waitDBError returns a task to asynq while PostgreSQL is unreachable. It is not counted as a

@@ -248,11 +248,7 @@ func (f *fanout) run(ctx context.Context) {
 		f.fail(ctx, err.Error())
 		return
 	}
-	pos, err := f.progress(ctx, chs)
-	if err != nil {
-		f.err = err
-		return
-	}
+	pos := f.progress(chs)
 	started := time.Now()
 	slice := min(w.cfg.TaskTimeout, w.cfg.Lease) / 2
 	first := pos.Chunks == 0
@@ -283,6 +279,9 @@ func (f *fanout) run(ctx context.Context) {
 		err = w.record(ctx, func(ctx context.Context) error {
 			return pgx.BeginFunc(ctx, w.cfg.DB, func(tx pgx.Tx) error {
 				st := receipts.New(tx)
+				if err := st.LockFanout(ctx, row.ID, row.Attempt); err != nil {
+					return err
+				}
 				if minted != nil {
 					if err := st.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
 						return err
@@ -336,24 +335,21 @@ type fanoutPos struct {
 	Channel string `json:"channel"`          // key of the channel being fanned out ("" before the first)
 	Cursor  string `json:"cursor,omitempty"` // RecipientPager: the next page's cursor
 	Offset  int    `json:"offset,omitempty"` // plain Recipients: how many of the list are committed
+	LastKey string `json:"last_key,omitempty"` // plain Recipients: the key of the last one committed
 	Chunks  int    `json:"chunks"`           // chunks committed so far
 	Done    bool   `json:"-"`                // nothing after this chunk
 }
 
-// progress reads where an earlier attempt of this fan-out stopped.
-func (f *fanout) progress(ctx context.Context, chs []events.Channel) (fanoutPos, error) {
+// progress reads where an earlier attempt or time slice of this fan-out stopped.
+func (f *fanout) progress(chs []events.Channel) fanoutPos {
 	pos := fanoutPos{Channel: chs[0].Key}
-	if f.row.Attempt <= 1 {
-		return pos, nil // a first attempt has committed nothing
+	if f.row.Progress == nil {
+		return pos
 	}
-	raw, err := f.w.store.FanoutProgress(ctx, f.row.ID)
-	if err != nil || raw == nil {
-		return pos, err
+	if err := json.Unmarshal(f.row.Progress, &pos); err != nil {
+		return fanoutPos{Channel: chs[0].Key} // unreadable: start over (ON CONFLICT keeps it single)
 	}
-	if err := json.Unmarshal(raw, &pos); err != nil {
-		return fanoutPos{Channel: chs[0].Key}, nil //nolint:nilerr // unreadable progress: start over (ON CONFLICT keeps it single)
-	}
-	return pos, nil
+	return pos
 }
 
 // recipientPages walks the channels' recipients from a position, one chunk at a time.
@@ -393,10 +389,19 @@ func (p *recipientPages) next(ctx context.Context) (events.Channel, []events.Rec
 				return ch, nil, next, fmt.Errorf("recipients of channel %q: %w", ch.Key, err)
 			}
 			p.list, p.for_ = list, ch.Key
+			// Resuming into a list fetched again: if it changed before the offset (a recipient
+			// left or joined), the offset no longer points after what was committed. Start the
+			// channel over; receipts already written are kept once (ON CONFLICT).
+			if o := p.pos.Offset; o > 0 && (o > len(list) || list[o-1].Key() != p.pos.LastKey) {
+				p.pos.Offset = 0
+			}
 		}
 		from := min(p.pos.Offset, len(p.list))
 		to := min(from+p.size, len(p.list))
 		rcs, next.Offset = p.list[from:to], to
+		if to > 0 {
+			next.LastKey = p.list[to-1].Key()
+		}
 		if to < len(p.list) {
 			p.pos = next
 			return ch, rcs, next, nil

@@ -14,8 +14,9 @@ const recordRetry = 250 * time.Millisecond
 // record runs a final update — an outcome that already happened — under
 // context.WithoutCancel, each try with its own short deadline. While PostgreSQL is unreachable it
 // tries again every recordRetry for as long as the process lives: a lost final update would mean
-// a reclaim and a duplicate (DESIGN.md, invariant 8). Any other error is tried a few times, then
-// returned, so that a bug or a refused value never spins forever.
+// a reclaim and a duplicate (DESIGN.md, invariant 8). Any other error — a refused value, or a
+// statement slower than the per-try deadline while the server answers — is tried a few times,
+// then returned, so that nothing spins forever.
 func (w *Worker) record(ctx context.Context, update func(context.Context) error) error {
 	base := context.WithoutCancel(ctx)
 	var err error
@@ -30,7 +31,7 @@ func (w *Worker) record(ctx context.Context, update func(context.Context) error)
 			}
 			return err
 		}
-		if !isConnError(err) {
+		if !w.unreachable(err) {
 			if other++; other >= 5 {
 				return err
 			}

@@ -118,7 +118,7 @@ func (w *Worker) guard(next asynq.Handler) asynq.Handler {
 			}
 		}()
 		err = next.ProcessTask(ctx, t)
-		if isConnError(err) && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(err, context.Canceled) && w.unreachable(err) {
 			return &waitDBError{err: err, delay: w.dbWait.wait(id)}
 		}
 		w.dbWait.done(id)
@@ -177,9 +177,16 @@ func (w *Worker) Shutdown() {
 	srv.Shutdown()
 	finished := make(chan struct{})
 	go func() { w.running.Wait(); close(finished) }()
+	// A send is bounded by SendTimeout, so what is left is an outcome waiting for PostgreSQL.
+	// Past the lease another worker may reclaim the delivery anyway: stop waiting then.
+	giveUp := time.After(w.cfg.Lease)
 	for {
 		select {
 		case <-finished:
+			return
+		case <-giveUp:
+			w.log.Error().Dur("waited", w.cfg.Lease).Msg("shutdown: gave up waiting for running handlers to record their outcomes " +
+				"(PostgreSQL unreachable?); their deliveries will be reclaimed and flagged in doubt")
 			return
 		case <-time.After(5 * time.Second):
 			w.log.Warn().Msg("shutdown: waiting for running deliveries to record their outcomes")

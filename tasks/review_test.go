@@ -1,0 +1,170 @@
+package tasks_test
+
+// Regression tests for defects a review proved in the chunked fan-out and the recorder.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/tasks"
+)
+
+// slowCrowd: n recipients served a page at a time, each page taking delay (a slow directory).
+type slowCrowd struct {
+	n      int
+	delay  time.Duration
+	starts *atomic.Int32 // pages asked for from the beginning
+}
+
+func (slowCrowd) ID() string { return "test.slowcrowd" }
+func (slowCrowd) Channels(context.Context, *events.Dispatch) ([]events.Channel, error) {
+	return []events.Channel{{Key: "digest", Transport: "email", Time: events.In(time.Hour)}}, nil
+}
+func (slowCrowd) Recipients(context.Context, *events.Dispatch, events.Channel) ([]events.Recipient, error) {
+	return nil, errors.New("paged only")
+}
+func (c slowCrowd) RecipientsPage(_ context.Context, _ *events.Dispatch, _ events.Channel, cursor string, limit int) ([]events.Recipient, string, error) {
+	if cursor == "" {
+		c.starts.Add(1)
+	}
+	time.Sleep(c.delay)
+	from, _ := strconv.Atoi(cursor)
+	to := min(from+limit, c.n)
+	rs := make([]events.Recipient, 0, to-from)
+	for i := from; i < to; i++ {
+		rs = append(rs, events.Recipient{ID: "m" + strconv.Itoa(i), Address: fmt.Sprintf("m%d@crowd.example", i)})
+	}
+	if to >= c.n {
+		return rs, "", nil
+	}
+	return rs, strconv.Itoa(to), nil
+}
+func (slowCrowd) Templates() fs.FS { return fstest.MapFS{"email.text.tmpl": {Data: []byte(`digest`)}} }
+
+// TestYieldedFanOutResumes: a first-attempt fan-out that yields its time slice resumes where it
+// stopped in the next slice (it used to start over each time and never finish).
+func TestYieldedFanOutResumes(t *testing.T) {
+	t.Parallel()
+	ev := slowCrowd{n: 10_000, delay: 400 * time.Millisecond, starts: &atomic.Int32{}}
+	b := setup(t, withEvents(ev), withConfig(func(c *tasks.Config) {
+		c.FanoutChunk = 1000
+		c.Lease, c.TaskTimeout, c.SendTimeout = 4*time.Second, 2*time.Second, time.Second // 1s slices
+	})).start()
+	id, err := b.client.Dispatch(t.Context(), "test.slowcrowd", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := b.waitDispatch(id, receipts.DispatchFannedOut, 30*time.Second) // 4s of work
+	if n := b.countReceipts(id); n != ev.n {
+		t.Fatalf("%d receipts for %d recipients", n, ev.n)
+	}
+	if s := ev.starts.Load(); s != 1 || d.Attempt != 1 {
+		t.Fatalf("the recipients were read from the start %d times, attempt %d: want once, attempt 1", s, d.Attempt)
+	}
+}
+
+// shrinking: 10 recipients; from the second call on r0 is gone (unsubscribed). ShouldSend fails
+// once on r4, so the fan-out resumes in a second attempt.
+type shrinking struct{ calls, failed *atomic.Int32 }
+
+func (shrinking) ID() string { return "test.shrinking" }
+func (shrinking) Channels(context.Context, *events.Dispatch) ([]events.Channel, error) {
+	return []events.Channel{{Key: "news", Transport: "email", Time: events.In(time.Hour)}}, nil
+}
+func (s shrinking) Recipients(context.Context, *events.Dispatch, events.Channel) ([]events.Recipient, error) {
+	from := 0
+	if s.calls.Add(1) > 1 {
+		from = 1
+	}
+	var rs []events.Recipient
+	for i := from; i < 10; i++ {
+		rs = append(rs, events.Recipient{ID: fmt.Sprintf("r%d", i), Address: fmt.Sprintf("r%d@x.example", i)})
+	}
+	return rs, nil
+}
+func (s shrinking) ShouldSend(_ context.Context, _ *events.Dispatch, _ events.Channel, rc events.Recipient) (events.Decision, error) {
+	if rc.ID == "r4" && s.failed.Add(1) == 1 {
+		return events.Decision{}, errors.New("preference service timed out")
+	}
+	return events.Decision{Send: true}, nil
+}
+func (shrinking) Templates() fs.FS { return fstest.MapFS{"email.text.tmpl": {Data: []byte(`x`)}} }
+
+// TestResumeNoticesAChangedRecipientList: a resumed fan-out of a plain Recipients list that
+// changed in between skips nobody (it used to resume by offset into the new list).
+func TestResumeNoticesAChangedRecipientList(t *testing.T) {
+	t.Parallel()
+	ev := shrinking{calls: &atomic.Int32{}, failed: &atomic.Int32{}}
+	b := setup(t, withEvents(ev), withConfig(func(c *tasks.Config) { c.FanoutChunk = 3 })).start()
+	id, err := b.client.Dispatch(t.Context(), "test.shrinking", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := b.waitDispatch(id, receipts.DispatchFannedOut, 30*time.Second)
+	var got []string
+	for _, r := range b.receipts(id) {
+		got = append(got, r.RecipientID)
+	}
+	sort.Strings(got)
+	if d.Attempt < 2 || strings.Join(got, ",") != "r0,r1,r2,r3,r4,r5,r6,r7,r8,r9" {
+		t.Fatalf("attempt %d, receipts %v: want a resumed fan-out with every recipient", d.Attempt, got)
+	}
+}
+
+// plainEvent: one recipient, no SendVariables (the chunk's insert is its transaction's first
+// write).
+type plainEvent struct{}
+
+func (plainEvent) ID() string { return "test.plain" }
+func (plainEvent) Channels(context.Context, *events.Dispatch) ([]events.Channel, error) {
+	return []events.Channel{{Key: "email", Transport: "email"}}, nil
+}
+func (plainEvent) Recipients(context.Context, *events.Dispatch, events.Channel) ([]events.Recipient, error) {
+	return []events.Recipient{{ID: "1", Address: "p@example.net"}}, nil
+}
+func (plainEvent) Templates() fs.FS { return fstest.MapFS{"email.text.tmpl": {Data: []byte(`hi`)}} }
+
+// TestSlowStatementIsNotAnOutage: a statement slower than the recorder's per-try deadline, while
+// PostgreSQL answers, is not "PostgreSQL unreachable": it is not retried forever, the dispatch
+// ends with a record, and Shutdown returns.
+func TestSlowStatementIsNotAnOutage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withEvents(plainEvent{}), withConfig(func(c *tasks.Config) {
+		c.Lease, c.TaskTimeout, c.SendTimeout, c.ShutdownTimeout = 4*time.Second, 2*time.Second, time.Second, 2*time.Second
+		c.MaxAttempts = 2
+	}))
+	ctx := context.Background()
+	if _, err := b.pool.Exec(ctx, `CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(6); RETURN NULL; END $$;
+		CREATE TRIGGER slow BEFORE INSERT ON herald.receipts FOR EACH STATEMENT EXECUTE FUNCTION slow()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.worker.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	id := b.dispatch(t, "test.plain")
+	b.waitDispatch(id, receipts.DispatchFailed, 90*time.Second)
+	if strings.Contains(b.logs.String(), "PostgreSQL is unreachable") {
+		t.Fatal("a slow statement was reported as PostgreSQL being unreachable")
+	}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Go(func() { b.worker.Shutdown(); close(done) })
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown has not returned after 30s although PostgreSQL answered all along")
+	}
+	wg.Wait()
+}
