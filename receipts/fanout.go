@@ -129,19 +129,3 @@ func (s *Store) YieldDispatch(ctx context.Context, id string, attempt int) error
 	}
 	return nil
 }
-
-// LockFanout takes the dispatch row of a fan-out attempt for the rest of the transaction, fenced:
-// a chunk's first statement, so that a canceled dispatch or a lease taken over writes nothing,
-// and a concurrent cancel waits for the chunk (and then cancels what it wrote).
-func (s *Store) LockFanout(ctx context.Context, id string, attempt int) error {
-	var one int
-	err := s.q.QueryRow(ctx, `SELECT 1 FROM herald.dispatches WHERE id = $1 AND attempt = $2 AND status = 'fanning_out'
-		FOR UPDATE`, id, attempt).Scan(&one)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("fan-out of %s attempt %d: %w", id, attempt, ErrTransition)
-	}
-	if err != nil {
-		return fmt.Errorf("lock fan-out of %s: %w", id, err)
-	}
-	return nil
-}

@@ -279,9 +279,6 @@ func (f *fanout) run(ctx context.Context) {
 		err = w.record(ctx, func(ctx context.Context) error {
 			return pgx.BeginFunc(ctx, w.cfg.DB, func(tx pgx.Tx) error {
 				st := receipts.New(tx)
-				if err := st.LockFanout(ctx, row.ID, row.Attempt); err != nil {
-					return err
-				}
 				if minted != nil {
 					if err := st.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
 						return err
