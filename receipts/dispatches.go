@@ -292,7 +292,7 @@ func (s *Store) FinishDispatch(ctx context.Context, id string, attempt int, to S
 		SET status = $3, due_at = COALESCE($4, due_at), last_error = NULLIF($5, ''), lease_until = NULL,
 		    enqueued_at = NULL, updated_at = now()
 		WHERE id = $1 AND attempt = $2 AND status = 'fanning_out' AND 'fanning_out' = ANY($6)`,
-		id, attempt, string(to), due, lastError, From(KindDispatch, to))
+		id, attempt, string(to), due, storable(lastError), From(KindDispatch, to))
 	if err != nil {
 		return fmt.Errorf("finish dispatch %s as %s: %w", id, to, err)
 	}

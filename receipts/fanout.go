@@ -49,7 +49,7 @@ func (s *Store) InsertNewReceipts(ctx context.Context, rs []NewReceipt) ([]strin
 		ids[i], dispatchIDs[i], eventIDs[i], keys[i], transports[i], audiences[i], recipientIDs[i] =
 			r.ID, r.DispatchID, r.EventID, r.ChannelKey, r.Transport, r.Audience, r.RecipientID
 		recs[i], statuses[i], lastErrors[i], maxAttempts[i], enqueued[i], dues[i], expires[i] =
-			string(rec), string(st), r.LastError, int32(r.MaxAttempts), r.Enqueued, r.DueAt, r.ExpiresAt //nolint:gosec // attempts are small
+			string(rec), string(st), storable(r.LastError), int32(r.MaxAttempts), r.Enqueued, r.DueAt, r.ExpiresAt //nolint:gosec // attempts are small
 		queues[i] = r.Queue
 		order[r.ID] = i
 	}

@@ -226,8 +226,8 @@ func (s *Store) FinishReceipt(ctx context.Context, id string, attempt int, o Out
 		WHERE id = $1 AND (attempt = $2 AND status = 'sending' AND 'sending' = ANY($9)
 		                   OR $3 = 'sent' AND NOT (status = ANY($11)))
 		RETURNING attempt <> $2`,
-		id, attempt, string(o.Status), due, o.LastError, o.Subject, o.MessageID, o.ProviderResponse,
-		From(KindReceipt, o.Status), o.InDoubt, finalStrings(KindReceipt)).Scan(&overtaken)
+		id, attempt, string(o.Status), due, storable(o.LastError), storable(o.Subject), storable(o.MessageID),
+		storable(o.ProviderResponse), From(KindReceipt, o.Status), o.InDoubt, finalStrings(KindReceipt)).Scan(&overtaken)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Finished{}, fmt.Errorf("finish receipt %s attempt %d as %s: %w", id, attempt, o.Status, ErrTransition)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -94,4 +95,11 @@ func collectDue(rows pgx.Rows, err error) ([]DueTask, error) {
 		err := r.Scan(&d.ID, &d.Attempt, &d.DueAt)
 		return d, err
 	})
+}
+
+// storable makes text PostgreSQL can store: invalid UTF-8 becomes U+FFFD and NUL characters
+// are dropped. Text that describes an outcome (a relay's reply, a subject, an error) must never
+// keep the outcome itself from being recorded.
+func storable(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }

@@ -329,12 +329,12 @@ func (f *fanout) run(ctx context.Context) {
 
 // fanoutPos is where a fan-out has got to: stored with each chunk it commits.
 type fanoutPos struct {
-	Channel string `json:"channel"`          // key of the channel being fanned out ("" before the first)
-	Cursor  string `json:"cursor,omitempty"` // RecipientPager: the next page's cursor
-	Offset  int    `json:"offset,omitempty"` // plain Recipients: how many of the list are committed
+	Channel string `json:"channel"`            // key of the channel being fanned out ("" before the first)
+	Cursor  string `json:"cursor,omitempty"`   // RecipientPager: the next page's cursor
+	Offset  int    `json:"offset,omitempty"`   // plain Recipients: how many of the list are committed
 	LastKey string `json:"last_key,omitempty"` // plain Recipients: the key of the last one committed
-	Chunks  int    `json:"chunks"`           // chunks committed so far
-	Done    bool   `json:"-"`                // nothing after this chunk
+	Chunks  int    `json:"chunks"`             // chunks committed so far
+	Done    bool   `json:"-"`                  // nothing after this chunk
 }
 
 // progress reads where an earlier attempt or time slice of this fan-out stopped.

@@ -4,9 +4,11 @@ package tasks_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/heraldhq/herald/channels"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
@@ -167,4 +170,73 @@ func TestSlowStatementIsNotAnOutage(t *testing.T) {
 		t.Fatal("Shutdown has not returned after 30s although PostgreSQL answered all along")
 	}
 	wg.Wait()
+}
+
+// subjEvent is testEvent with a fixed subject.
+type subjEvent struct {
+	testEvent
+	subj string
+}
+
+func (e subjEvent) Subject(context.Context, *events.Dispatch, events.Channel, events.Recipient) (string, error) {
+	return e.subj, nil
+}
+
+// TestConfirmedSendWithUnstorableText: a relay reply or a subject PostgreSQL cannot store
+// (invalid UTF-8, NUL) must not keep a confirmed send from being recorded (it used to fail the
+// final update, be reclaimed and be sent again on every attempt).
+func TestConfirmedSendWithUnstorableText(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct {
+		reply, subject string
+	}{
+		"reply":   {reply: "250 2.0.0 Ok: queued as caf\xe9\x00", subject: "Hello"},
+		"subject": {reply: "250 ok", subject: "Caf\xc3 \x00"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := &scriptSender{answer: func(int, channels.Message) (channels.Result, error) {
+				return channels.Result{ProviderResponse: c.reply}, nil
+			}}
+			ev := subjEvent{testEvent: testEvent{id: "test.subj", channels: []events.Channel{{Key: "email", Transport: "email"}}}, subj: c.subject}
+			b := setup(t, withSender(s), withEvents(ev), withConfig(func(c *tasks.Config) {
+				c.Lease, c.TaskTimeout, c.SendTimeout, c.ShutdownTimeout = 3*time.Second, 2*time.Second, time.Second, 2*time.Second
+			})).start()
+			id := b.dispatch(t, "test.subj")
+			r := b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+			b.waitIdle()
+			if n := len(s.sent()); n != 1 || r.Attempt != 1 || r.InDoubt {
+				t.Fatalf("%d sends, attempt %d, in_doubt %v: want one send recorded at once", n, r.Attempt, r.InDoubt)
+			}
+		})
+	}
+}
+
+// TestEscapedSecretsAreRedacted: an error that quotes or escapes a secret does not carry it into
+// the record or the log.
+func TestEscapedSecretsAreRedacted(t *testing.T) {
+	t.Parallel()
+	const secret = `s3cr"et/välue&x`
+	ev := testEvent{id: "test.leaky", channels: []events.Channel{{Key: "email", Transport: "email"}}}
+	b := setup(t, withEvents(leaky{ev}), withConfig(func(c *tasks.Config) { c.MaxAttempts = 1 })).start()
+	id, err := b.client.Dispatch(t.Context(), "test.leaky", user("42"), map[string]any{"api_key": events.NewSecret(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := b.waitDispatch(id, receipts.DispatchFailed, 10*time.Second)
+	for _, form := range []string{secret, strconv.Quote(secret), `s3cr\"et`, "s3cr%22et", `s3cr\u0022et`} {
+		if strings.Contains(d.LastError, form) || strings.Contains(b.logs.String(), form) {
+			t.Fatalf("the secret (as %s) reached the record or the log: %q", form, d.LastError)
+		}
+	}
+}
+
+// leaky is an event whose Recipients fails with an error quoting a secret in several forms.
+type leaky struct{ testEvent }
+
+func (l leaky) Recipients(_ context.Context, d *events.Dispatch, _ events.Channel) ([]events.Recipient, error) {
+	s, _ := d.Vars["api_key"].(events.Secret)
+	v := s.Reveal()
+	j, _ := json.Marshal(v)
+	return nil, fmt.Errorf("lookup with key %q failed; body %s; url ?k=%s", v, j, url.QueryEscape(v))
 }

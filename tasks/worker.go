@@ -2,10 +2,13 @@ package tasks
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/mail"
+	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -302,14 +305,32 @@ func (a asynqLogger) Warn(args ...any)  { a.l.Warn().Msg(fmt.Sprint(args...)) }
 func (a asynqLogger) Error(args ...any) { a.l.Error().Msg(fmt.Sprint(args...)) }
 func (a asynqLogger) Fatal(args ...any) { a.l.Fatal().Msg(fmt.Sprint(args...)) }
 
-// redactor hides secret values in text bound for receipts, logs and errors.
+// redactor hides secret values in text bound for receipts, logs and errors: each value as it
+// is and as error messages commonly spell it — Go-quoted (%q, ASCII or not), JSON-escaped, and
+// URL-escaped. Values shorter than 4 bytes are left alone (replacing them would mangle the text
+// and hide nothing worth hiding).
 type redactor []string
 
 func (r redactor) apply(s string) string {
 	for _, v := range r {
-		if len(v) >= 4 {
-			s = strings.ReplaceAll(s, v, "[REDACTED]")
+		if len(v) < 4 {
+			continue
+		}
+		j, _ := json.Marshal(v)
+		for _, form := range []string{v, unquote(strconv.Quote(v)), unquote(strconv.QuoteToASCII(v)), unquote(string(j)),
+			url.QueryEscape(v), url.PathEscape(v)} {
+			if form != "" {
+				s = strings.ReplaceAll(s, form, "[REDACTED]")
+			}
 		}
 	}
 	return s
+}
+
+// unquote strips the quotes around a quoted string.
+func unquote(q string) string {
+	if len(q) >= 2 {
+		return q[1 : len(q)-1]
+	}
+	return q
 }
