@@ -192,6 +192,19 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("HERALD_LOG_FORMAT=%q: want json, console or auto", c.LogFormat))
 	}
+	for name, d := range map[string]time.Duration{"HERALD_SEND_TIMEOUT": c.SendTimeout, "HERALD_LEASE": c.Lease,
+		"HERALD_TASK_TIMEOUT": c.TaskTimeout, "HERALD_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+		"HERALD_TASK_CHECK_INTERVAL": c.TaskCheckInterval, "HERALD_PROMOTER_INTERVAL": c.PromoterInterval,
+		"HERALD_HORIZON": c.Horizon, "HERALD_BACKOFF_MIN": c.BackoffMin, "HERALD_BACKOFF_MAX": c.BackoffMax,
+		"HERALD_UNKNOWN_EVENT_FOR": c.UnknownEventFor, "HERALD_IDEMPOTENCY_WINDOW": c.IdempotencyWindow,
+		"HERALD_SECRET_RETENTION": c.SecretRetention} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s=%v: must not be negative (0 takes the default)", name, d))
+		}
+	}
+	if c.MaxAttempts < 0 {
+		errs = append(errs, fmt.Errorf("HERALD_MAX_ATTEMPTS=%d: must not be negative (0 takes the default)", c.MaxAttempts))
+	}
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("HERALD_CONCURRENCY=%d: want a positive number", c.Concurrency))
 	}

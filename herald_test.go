@@ -60,6 +60,10 @@ func TestConfigFromEnv(t *testing.T) {
 		{"bad migrate", map[string]string{"HERALD_MIGRATE": "maybe"}, "HERALD_MIGRATE"},
 		{"bad redis", map[string]string{"HERALD_REDIS_URL": "http://:redis-Pa55@x"}, "HERALD_REDIS_URL is not a valid"},
 		{"bad db", map[string]string{"HERALD_DATABASE_URL": "postgres://u:db-Pa55@h:notaport/x"}, "HERALD_DATABASE_URL is not a valid"},
+		{"negative timeout", map[string]string{"HERALD_SEND_TIMEOUT": "-5s"}, "HERALD_SEND_TIMEOUT=-5s: must not be negative"},
+		{"negative attempts", map[string]string{"HERALD_MAX_ATTEMPTS": "-3"}, "HERALD_MAX_ATTEMPTS=-3: must not be negative"},
+		{"negative backoff", map[string]string{"HERALD_BACKOFF_MIN": "-1s"}, "HERALD_BACKOFF_MIN=-1s"},
+		{"negative horizon", map[string]string{"HERALD_HORIZON": "-1h"}, "HERALD_HORIZON=-1h0m0s"},
 	} {
 		env := baseEnv()
 		for k, v := range tc.set {

@@ -138,6 +138,9 @@ func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any,
 		if seen[k] {
 			return nil, fmt.Errorf("%w: variable %q has the name of a reference", ErrInvalidDispatch, k)
 		}
+		if err := storableText("variable name", k); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
+		}
 		if s, ok := v.(events.Secret); ok {
 			sealed, err := c.keys.Seal(s.Reveal(), seal.AAD(p.id, k))
 			if err != nil {
@@ -149,7 +152,7 @@ func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any,
 			p.secrets[k] = sealed
 			continue
 		}
-		if err := storableText("variable name", k); err != nil {
+		if err := goStrings(v, k); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
 		}
 		plain[k] = v

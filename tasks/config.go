@@ -140,6 +140,22 @@ func (c Config) validate() error {
 	if _, ok := c.Senders[events.TransportEmail]; ok && c.MailFrom.Address == "" {
 		errs = append(errs, errors.New("email is configured but no sender address (HERALD_MAIL_FROM)"))
 	}
+	for name, d := range map[string]time.Duration{"lease": c.Lease, "task timeout": c.TaskTimeout, "send timeout": c.SendTimeout,
+		"shutdown timeout": c.ShutdownTimeout, "task check interval": c.TaskCheckInterval,
+		"delayed task check interval": c.DelayedTaskCheckInterval, "promoter interval": c.PromoterInterval,
+		"horizon": c.Horizon, "requeue after": c.RequeueAfter, "sweep interval": c.SweepInterval,
+		"backoff min": c.BackoffMin, "backoff max": c.BackoffMax, "unknown event retry time": c.UnknownEventFor,
+		"missing row delay": c.MissingRowDelay, "idempotency window": c.IdempotencyWindow, "secret retention": c.SecretRetention} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v must not be negative", name, d))
+		}
+	}
+	for name, n := range map[string]int{"concurrency": c.Concurrency, "max attempts": c.MaxAttempts,
+		"missing row retries": c.MissingRowRetries, "asynq retries": c.AsynqRetries, "fan-out chunk": c.FanoutChunk} {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("%s %d must not be negative", name, n))
+		}
+	}
 	if c.Lease <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("lease %v must exceed the send timeout %v", c.Lease, c.SendTimeout))
 	}

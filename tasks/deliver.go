@@ -131,9 +131,6 @@ func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hyd
 	}
 }
 
-// errNoLongerClaimed stops a reclaimed attempt whose row changed under it before it sent.
-var errNoLongerClaimed = errors.New("no longer claimed")
-
 // attempt decides and performs one delivery; it writes nothing. A panic in event, loader,
 // template or transport code is recovered into a temporary failure with a redacted reason.
 func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated, reclaimed bool) (o receipts.Outcome, red redactor) {
@@ -249,7 +246,7 @@ func (w *Worker) hydrate(ctx context.Context, r *receipts.Receipt) (*hydrated, *
 	}
 	d, red, err := w.buildDispatch(ctx, row)
 	switch {
-	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef):
+	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef), errors.Is(err, errBadSecret):
 		return nil, &receipts.Outcome{Status: receipts.ReceiptFailed, LastError: red.apply(err.Error())}
 	case err != nil:
 		o := w.temporary(r, red.apply(err.Error()))

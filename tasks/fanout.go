@@ -77,6 +77,13 @@ func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) (*receipts.D
 	if err != nil {
 		return nil, err
 	}
+	if p.AcceptedAt.After(time.Now().Add(time.Minute)) {
+		// A producer's clock running fast (or a forged payload) must not delay the sends: the
+		// worker's first sight is as late as a dispatch can have been accepted.
+		w.log.Warn().Str("dispatch_id", p.DispatchID).Time("accepted_at", p.AcceptedAt).
+			Msg("dispatch accepted in the future (producer clock ahead?); using the time the worker first saw it")
+		p.AcceptedAt = time.Time{}
+	}
 	nd := receipts.NewDispatch{ID: p.DispatchID, EventID: p.EventID, Refs: p.Refs, Vars: vars, Sealed: p.Secrets,
 		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt, ClaimFor: w.cfg.Lease,
 		Queue: w.cfg.Queue}
@@ -209,7 +216,7 @@ func (f *fanout) run(ctx context.Context) {
 	case errors.Is(err, errNoLoader):
 		f.unknown(ctx, err.Error())
 		return
-	case errors.Is(err, errBadRef):
+	case errors.Is(err, errBadRef), errors.Is(err, errBadSecret):
 		f.fail(ctx, err.Error())
 		return
 	case err != nil:

@@ -378,6 +378,9 @@ func TestClientRefusesWhatPostgresCannotStore(t *testing.T) {
 		"bad UTF-8 in a ref id":    {refs: []events.Ref{{Name: "user", Resource: "users", ID: "4\xff2"}}},
 		"NUL in the key":           {refs: user("42"), opts: []tasks.Option{tasks.IdempotencyKey("k\x00")}},
 		"NUL in the actor":         {refs: user("42"), opts: []tasks.Option{tasks.Actor("a\x00")}},
+		"bad UTF-8 in a variable":  {refs: user("42"), vars: map[string]any{"note": "caf\xe9"}},
+		"bad UTF-8 nested":         {refs: user("42"), vars: map[string]any{"o": map[string]any{"l": []any{"x\xff"}}}},
+		"NUL in a secret's name":   {refs: user("42"), vars: map[string]any{"t\x00k": events.NewSecret("value")}},
 	}
 	for name, c := range cases {
 		_, err := b.client.Dispatch(t.Context(), "accounts.password_reset", c.refs, c.vars, c.opts...)

@@ -18,6 +18,17 @@ var errNoLoader = errors.New("no loader registered")
 // errBadRef is returned for a malformed reference in a stored dispatch.
 var errBadRef = errors.New("malformed reference")
 
+// errBadSecret is returned for a sealed value no key will ever open (malformed or forged);
+// a value sealed under a key id this worker lacks is not one (see seal.ErrUnknownKey).
+var errBadSecret = errors.New("sealed value cannot be opened")
+
+func secretErr(what, name string, err error) error {
+	if errors.Is(err, seal.ErrUnknownKey) {
+		return fmt.Errorf("%s %q: %w", what, name, err)
+	}
+	return fmt.Errorf("%s %q: %w: %w", what, name, errBadSecret, err)
+}
+
 // buildDispatch turns a dispatch row into the events.Dispatch handlers see: variables decoded
 // (numbers exact), producer and minted secrets unsealed as events.Secret, references hydrated.
 // It returns the secret values too, for redaction.
@@ -35,7 +46,7 @@ func (w *Worker) buildDispatch(ctx context.Context, row *receipts.Dispatch) (*ev
 	for name, sealed := range row.Sealed {
 		v, err := w.keys.Open(sealed, seal.AAD(row.ID, name))
 		if err != nil {
-			return nil, nil, fmt.Errorf("secret %q: %w", name, err)
+			return nil, nil, secretErr("secret", name, err)
 		}
 		d.Vars[name] = events.NewSecret(v)
 		red = append(red, v)
@@ -44,7 +55,7 @@ func (w *Worker) buildDispatch(ctx context.Context, row *receipts.Dispatch) (*ev
 		if m.Sealed != "" {
 			v, err := w.keys.Open(m.Sealed, seal.AAD(row.ID, name))
 			if err != nil {
-				return nil, nil, fmt.Errorf("minted secret %q: %w", name, err)
+				return nil, nil, secretErr("minted secret", name, err)
 			}
 			d.Vars[name] = events.NewSecret(v)
 			red = append(red, v)

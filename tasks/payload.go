@@ -197,3 +197,42 @@ func walkStrings(v any, path string) error {
 	}
 	return nil
 }
+
+// goStrings refuses invalid UTF-8 in the strings of a variable's Go value before JSON encoding
+// would silently replace it (and so change the value). Other types are checked after encoding.
+func goStrings(v any, path string) error {
+	switch v := v.(type) {
+	case string:
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("the value at %q is not valid UTF-8", path)
+		}
+	case []string:
+		for i, e := range v {
+			if err := goStrings(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if err := goStrings(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if err := storableText("a key under "+path, k); err != nil {
+				return err
+			}
+			if err := goStrings(e, path+"."+k); err != nil {
+				return err
+			}
+		}
+	case map[string]string:
+		for k, e := range v {
+			if err := goStrings(e, path+"."+k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

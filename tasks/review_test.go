@@ -18,6 +18,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/hibiken/asynq"
+
 	"github.com/heraldhq/herald/channels"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/receipts"
@@ -239,4 +241,30 @@ func (l leaky) Recipients(_ context.Context, d *events.Dispatch, _ events.Channe
 	v := s.Reveal()
 	j, _ := json.Marshal(v)
 	return nil, fmt.Errorf("lookup with key %q failed; body %s; url ?k=%s", v, j, url.QueryEscape(v))
+}
+
+// TestForgedPayloadFieldsEndWithARecord: a dispatch accepted "in the future" (a producer clock
+// ahead, or a forged payload) is sent now, and a sealed secret no key can open fails the
+// dispatch at once instead of after every attempt.
+func TestForgedPayloadFieldsEndWithARecord(t *testing.T) {
+	t.Parallel()
+	b := setup(t).start()
+	c := asynq.NewClient(b.redis)
+	defer c.Close()
+	enqueue := func(id, extra string) {
+		raw := `{"v":1,"dispatch_id":"` + id + `","event_id":"accounts.password_reset",` +
+			`"refs":[{"name":"user","resource":"users","id":"42"}]` + extra + `}`
+		if _, err := c.Enqueue(asynq.NewTask(tasks.TypeDispatch, []byte(raw)), asynq.Queue(b.queue),
+			asynq.TaskID(tasks.DispatchTaskID(id, 0))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	future, forged := "0193a0c4-0000-7000-8000-0000000000f1", "0193a0c4-0000-7000-8000-0000000000f2"
+	enqueue(future, `,"accepted_at":"9999-12-31T23:59:59Z"`)
+	enqueue(forged, `,"secrets":{"tok":"notsealed"},"accepted_at":"2026-11-28T10:00:00Z"`)
+	b.waitReceipt(future, receipts.ReceiptSent, 15*time.Second)
+	d := b.waitDispatch(forged, receipts.DispatchFailed, 15*time.Second)
+	if d.Attempt != 1 || !strings.Contains(d.LastError, "cannot be opened") {
+		t.Fatalf("attempt %d %q: want the first attempt to fail for good", d.Attempt, d.LastError)
+	}
 }

@@ -20,6 +20,11 @@ import (
 // wrong associated data. It never carries the value.
 var ErrOpen = errors.New("cannot open sealed value")
 
+// ErrUnknownKey is wrapped (with ErrOpen) when a value names a key id this keyring lacks: a
+// configuration matter (another worker, or this one after HERALD_SECRET_KEYS is fixed, may open
+// it), unlike a malformed or forged value, which no key ever opens.
+var ErrUnknownKey = errors.New("unknown key id")
+
 // Keyring seals with its first key and opens with any.
 type Keyring struct {
 	primary string
@@ -100,7 +105,7 @@ func (k *Keyring) Open(sealed, aad string) (string, error) {
 	}
 	aead, ok := k.aeads[parts[1]]
 	if !ok {
-		return "", fmt.Errorf("%w: key id %q is not in HERALD_SECRET_KEYS", ErrOpen, parts[1])
+		return "", fmt.Errorf("%w: %w: key id %q is not in HERALD_SECRET_KEYS", ErrOpen, ErrUnknownKey, parts[1])
 	}
 	ct, err := base64.RawURLEncoding.DecodeString(parts[2])
 	if err != nil || len(ct) < aead.NonceSize() {
