@@ -80,7 +80,7 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 		if err != nil {
 			return err
 		}
-		defer func() { _ = s.Close() }()
+		defer func() { _ = s.Close() }() //nolint:contextcheck // Close ends pooled connections; there is no request to pass
 		senders[events.TransportEmail] = s
 		log.Info().Str("smtp", s.Endpoint().String()).Str("helo", s.HELO()).Msg("email transport configured")
 	}

@@ -105,7 +105,7 @@ func (s *Store) DueReceipts(ctx context.Context, queue string, horizon, regrace 
 	return rs, nil
 }
 
-const holdsSecrets = "(sealed IS NOT NULL OR minted IS NOT NULL)"
+const holdsSecrets = "(sealed IS NOT NULL OR minted IS NOT NULL)" //nolint:gosec // a SQL condition, not a credential
 
 // scrubOldSQL drops the secrets of up to $2 dispatches of queue $3 (or "") accepted longer than
 // $1 ago.

@@ -18,21 +18,22 @@ import (
 // emptyDatabase creates a database with nothing in it, dropped at the end of the test.
 func emptyDatabase(ctx context.Context, t *testing.T) string {
 	t.Helper()
-	base := testenv.DatabaseURL(t) // only to learn the server
+	base := testenv.DatabaseURL(t) //nolint:contextcheck // only to learn the server; testenv has its own deadline
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = admin.Close(context.Background()) }()
+	defer func() { _ = admin.Close(context.WithoutCancel(ctx)) }()
 	name := testenv.Name("herald_mig")
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
+		cctx := context.WithoutCancel(ctx)
+		c, err := pgx.Connect(cctx, base)
 		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			_ = c.Close(context.Background())
+			_, _ = c.Exec(cctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_ = c.Close(cctx)
 		}
 	})
 	u, _ := url.Parse(base)

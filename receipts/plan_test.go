@@ -287,7 +287,7 @@ func inTx(ctx context.Context, t *testing.T, pool *pgxpool.Pool, f func(pgx.Tx))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = tx.Rollback(context.Background()) }()
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	f(tx)
 }
 

@@ -48,14 +48,14 @@ func isConnError(err error) bool {
 // ambiguous — a stalled server or network, or merely a slow statement — so the server is asked on
 // a connection of its own: if it answers, the timeout was the statement's, which is not an outage
 // (it must not be waited out forever).
-func (w *Worker) unreachable(err error) bool {
+func (w *Worker) unreachable(ctx context.Context, err error) bool {
 	if !isConnError(err) {
 		return false
 	}
 	if !pgconn.Timeout(err) && !errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	c, cerr := pgx.ConnectConfig(ctx, w.cfg.DB.Config().ConnConfig)
 	if cerr != nil {

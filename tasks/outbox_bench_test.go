@@ -89,7 +89,7 @@ func listen(ctx context.Context, b *testing.B, url string, listening chan<- stru
 		close(listening)
 		return
 	}
-	defer func() { _ = conn.Close(context.Background()) }()
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	if _, err := conn.Exec(ctx, "LISTEN "+tasks.OutboxChannel); err != nil {
 		b.Error(err)
 	}

@@ -31,7 +31,7 @@ func (w *Worker) record(ctx context.Context, update func(context.Context) error)
 			}
 			return err
 		}
-		if !w.unreachable(err) {
+		if !w.unreachable(base, err) {
 			if other++; other >= 5 {
 				return err
 			}

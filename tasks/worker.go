@@ -121,7 +121,7 @@ func (w *Worker) guard(next asynq.Handler) asynq.Handler {
 			}
 		}()
 		err = next.ProcessTask(ctx, t)
-		if ctx.Err() == nil && !errors.Is(err, context.Canceled) && w.unreachable(err) {
+		if ctx.Err() == nil && !errors.Is(err, context.Canceled) && w.unreachable(ctx, err) {
 			return &waitDBError{err: err, delay: w.dbWait.wait(id)}
 		}
 		w.dbWait.done(id)

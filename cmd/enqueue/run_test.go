@@ -399,7 +399,7 @@ func TestListDispatchesAndReceipts(t *testing.T) {
 		}
 	}
 	out, err := b.run(t, "dispatches", "--status", "failed")
-	if err != nil || strings.Count(out, "\n") != 2 || strings.Index(out, ids[1]) > strings.Index(out, ids[0]) || strings.Index(out, ids[0]) < 0 ||
+	if err != nil || strings.Count(out, "\n") != 2 || strings.Index(out, ids[1]) > strings.Index(out, ids[0]) || !strings.Contains(out, ids[0]) ||
 		!strings.Contains(out, "no row users/4x") {
 		t.Errorf("dispatches --status failed: %v\n%s", err, out)
 	}
@@ -436,7 +436,7 @@ func TestListDispatchesAndReceipts(t *testing.T) {
 		}
 	}
 	out, err = b.run(t, "receipts", "list", "--status", "failed", "--dispatch", ids[2])
-	if err != nil || strings.Count(out, "\n") != 2 || strings.Index(out, rids[1]) > strings.Index(out, rids[0]) || strings.Index(out, rids[0]) < 0 ||
+	if err != nil || strings.Count(out, "\n") != 2 || strings.Index(out, rids[1]) > strings.Index(out, rids[0]) || !strings.Contains(out, rids[0]) ||
 		!strings.Contains(out, "550 no such user") {
 		t.Errorf("receipts list --status failed: %v\n%s", err, out)
 	}
