@@ -699,18 +699,25 @@ func (c *dispatchesCmd) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	views := []dispatchView{}
-	for _, d := range ds {
-		views = append(views, viewDispatch(d))
+	return printList(e, ds, viewDispatch, "no dispatches", func(w io.Writer, d *receipts.Dispatch) {
+		fmt.Fprintf(w, "%s  %s  %-11s %-30s attempt %d%s\n", d.AcceptedAt.Local().Format(time.DateTime), d.ID, d.Status, d.EventID,
+			d.Attempt, reason(d.LastError))
+	})
+}
+
+// printList prints rows as JSON views, or a line each (none when there are none).
+func printList[R, V any](e *env, rows []R, view func(R) V, none string, line func(io.Writer, R)) error {
+	views := make([]V, 0, len(rows))
+	for _, r := range rows {
+		views = append(views, view(r))
 	}
 	return e.print(views, func(w io.Writer) {
-		if len(ds) == 0 {
-			fmt.Fprintln(w, "no dispatches")
+		if len(rows) == 0 {
+			fmt.Fprintln(w, none)
 			return
 		}
-		for _, d := range ds {
-			fmt.Fprintf(w, "%s  %s  %-11s %-30s attempt %d%s\n", d.AcceptedAt.Local().Format(time.DateTime), d.ID, d.Status, d.EventID,
-				d.Attempt, reason(d.LastError))
+		for _, r := range rows {
+			line(w, r)
 		}
 	})
 }
@@ -739,23 +746,13 @@ func (c *receiptListCmd) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	views := []receiptView{}
-	for _, r := range rs {
-		views = append(views, viewReceipt(r))
-	}
-	return e.print(views, func(w io.Writer) {
-		if len(rs) == 0 {
-			fmt.Fprintln(w, "no receipts")
-			return
+	return printList(e, rs, viewReceipt, "no receipts", func(w io.Writer, r *receipts.Receipt) {
+		doubt := ""
+		if r.InDoubt {
+			doubt = "  (in doubt)"
 		}
-		for _, r := range rs {
-			doubt := ""
-			if r.InDoubt {
-				doubt = "  (in doubt)"
-			}
-			fmt.Fprintf(w, "%s  %s  %-9s %-8s %-24s attempt %d%s%s\n", r.CreatedAt.Local().Format(time.DateTime), r.ID, r.Status,
-				r.ChannelKey, r.Recipient.Address, r.Attempt, reason(r.LastError), doubt)
-		}
+		fmt.Fprintf(w, "%s  %s  %-9s %-8s %-24s attempt %d%s%s\n", r.CreatedAt.Local().Format(time.DateTime), r.ID, r.Status,
+			r.ChannelKey, r.Recipient.Address, r.Attempt, reason(r.LastError), doubt)
 	})
 }
 
