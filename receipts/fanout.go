@@ -3,7 +3,6 @@ package receipts
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -12,7 +11,7 @@ import (
 
 // InsertNewReceipts creates deliveries in one statement, one per (dispatch, channel key,
 // recipient id); a delivery that already exists (a resumed fan-out, a recipient listed twice) is
-// left as it is. It returns the ids it inserted, in input order.
+// left as it is. It returns the ids it inserted.
 func (s *Store) InsertNewReceipts(ctx context.Context, rs []NewReceipt) ([]string, error) {
 	if len(rs) == 0 {
 		return nil, nil
@@ -29,7 +28,6 @@ func (s *Store) InsertNewReceipts(ctx context.Context, rs []NewReceipt) ([]strin
 		leases        = make([]time.Duration, n)
 		enqueued      = make([]bool, n)
 		dues, expires = make([]time.Time, n), make([]time.Time, n)
-		order         = make(map[string]int, n)
 	)
 	for i, r := range rs {
 		rec, err := json.Marshal(r.Recipient)
@@ -51,7 +49,6 @@ func (s *Store) InsertNewReceipts(ctx context.Context, rs []NewReceipt) ([]strin
 		recs[i], statuses[i], lastErrors[i], maxAttempts[i], enqueued[i], dues[i], expires[i] =
 			string(rec), string(st), storable(r.LastError), int32(r.MaxAttempts), r.Enqueued, r.DueAt, r.ExpiresAt //nolint:gosec // attempts are small
 		queues[i] = r.Queue
-		order[r.ID] = i
 	}
 	rows, err := s.q.Query(ctx, `INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, audience,
 			recipient_id, recipient, status, last_error, max_attempts, due_at, expires_at, attempt, lease_until, enqueued_at,
@@ -75,29 +72,7 @@ func (s *Store) InsertNewReceipts(ctx context.Context, rs []NewReceipt) ([]strin
 	if err != nil {
 		return nil, fmt.Errorf("insert receipts of dispatch %s: %w", rs[0].DispatchID, err)
 	}
-	sortByOrder(inserted, order)
 	return inserted, nil
-}
-
-func sortByOrder(ids []string, order map[string]int) {
-	for i := 1; i < len(ids); i++ { // insertion sort: RETURNING comes back in input order already
-		for j := i; j > 0 && order[ids[j]] < order[ids[j-1]]; j-- {
-			ids[j], ids[j-1] = ids[j-1], ids[j]
-		}
-	}
-}
-
-// FanoutProgress returns where an interrupted fan-out stopped (nil: it never committed a chunk).
-func (s *Store) FanoutProgress(ctx context.Context, id string) (json.RawMessage, error) {
-	var p []byte
-	err := s.q.QueryRow(ctx, `SELECT fanout_progress FROM herald.dispatches WHERE id = $1`, id).Scan(&p)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("dispatch %s: %w", id, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("fan-out progress of %s: %w", id, err)
-	}
-	return p, nil
 }
 
 // SaveFanoutProgress records, fenced on the fan-out attempt, where the fan-out has got to, and

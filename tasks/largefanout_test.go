@@ -24,6 +24,8 @@ type crowd struct {
 	mints  *atomic.Int32
 	failAt int
 	failed *atomic.Bool
+	delay  time.Duration // each page takes this long (a slow member directory)
+	starts *atomic.Int32 // when set, counts the pages asked for from the beginning
 }
 
 func (crowd) ID() string { return "test.crowd" }
@@ -34,6 +36,10 @@ func (c crowd) Recipients(ctx context.Context, d *events.Dispatch, ch events.Cha
 	return nil, errors.New("paged only")
 }
 func (c crowd) RecipientsPage(_ context.Context, _ *events.Dispatch, _ events.Channel, cursor string, limit int) ([]events.Recipient, string, error) {
+	if cursor == "" && c.starts != nil {
+		c.starts.Add(1)
+	}
+	time.Sleep(c.delay)
 	from := 0
 	if cursor != "" {
 		from, _ = strconv.Atoi(cursor)

@@ -119,8 +119,8 @@ func TestWaitingForPostgresUsesNoRetries(t *testing.T) {
 	}
 	insp := asynq.NewInspector(b.redis)
 	defer insp.Close()
-	// With 2 retries and ordinary failures (200ms backoff here), the task would be archived within
-	// a second or two.
+	// The outage lasts 5s. With 2 retries and ordinary failures (200ms backoff here), the task
+	// would be archived within a second or two of it.
 	time.Sleep(5 * time.Second)
 	if n := testutil.ToFloat64(gathered(t, reg, "herald_tasks_waiting_for_postgres")); n != 1 {
 		t.Fatalf("herald_tasks_waiting_for_postgres = %v during the outage, want 1", n)
@@ -179,24 +179,31 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 // retried with the same Message-ID, sent, flagged and counted (counted window (b)).
 func TestSMTPFaultsThroughTheEngine(t *testing.T) {
 	t.Parallel()
-	for name, fault := range map[string]func(b *bundle){
-		"drop after the final dot": func(b *bundle) { b.smtp.DropAfterData(1) },
-		"slower than the send timeout": func(b *bundle) {
-			b.smtp.SetDelay(3 * time.Second)
-			go func() { // the relay recovers after the first, timed-out attempt
-				time.Sleep(1500 * time.Millisecond)
+	type fault struct {
+		before func(b *bundle)            // sets the relay up
+		after  func(b *bundle, id string) // runs once the dispatch is made
+	}
+	for name, f := range map[string]fault{
+		"drop after the final dot": {before: func(b *bundle) { b.smtp.DropAfterData(1) }},
+		"slower than the send timeout": {
+			before: func(b *bundle) { b.smtp.SetDelay(3 * time.Second) },
+			after: func(b *bundle, id string) { // the relay recovers once the first attempt timed out
+				b.waitReceipt(id, receipts.ReceiptRetrying, 10*time.Second)
 				b.smtp.SetDelay(0)
-			}()
+			},
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			reg := prometheus.NewRegistry()
 			b := setup(t, withMetrics(reg), withConfig(func(c *tasks.Config) { c.SendTimeout = time.Second }))
-			fault(b)
+			f.before(b)
 			b.start()
 			start := time.Now()
 			id := b.dispatch(t, "accounts.password_reset")
+			if f.after != nil {
+				f.after(b, id)
+			}
 			r := b.waitReceipt(id, receipts.ReceiptSent, 20*time.Second)
 			b.waitIdle()
 			if r.Attempt < 2 || !r.InDoubt {

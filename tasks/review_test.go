@@ -26,48 +26,16 @@ import (
 	"github.com/heraldhq/herald/tasks"
 )
 
-// slowCrowd: n recipients served a page at a time, each page taking delay (a slow directory).
-type slowCrowd struct {
-	n      int
-	delay  time.Duration
-	starts *atomic.Int32 // pages asked for from the beginning
-}
-
-func (slowCrowd) ID() string { return "test.slowcrowd" }
-func (slowCrowd) Channels(context.Context, *events.Dispatch) ([]events.Channel, error) {
-	return []events.Channel{{Key: "digest", Transport: "email", Time: events.In(time.Hour)}}, nil
-}
-func (slowCrowd) Recipients(context.Context, *events.Dispatch, events.Channel) ([]events.Recipient, error) {
-	return nil, errors.New("paged only")
-}
-func (c slowCrowd) RecipientsPage(_ context.Context, _ *events.Dispatch, _ events.Channel, cursor string, limit int) ([]events.Recipient, string, error) {
-	if cursor == "" {
-		c.starts.Add(1)
-	}
-	time.Sleep(c.delay)
-	from, _ := strconv.Atoi(cursor)
-	to := min(from+limit, c.n)
-	rs := make([]events.Recipient, 0, to-from)
-	for i := from; i < to; i++ {
-		rs = append(rs, events.Recipient{ID: "m" + strconv.Itoa(i), Address: fmt.Sprintf("m%d@crowd.example", i)})
-	}
-	if to >= c.n {
-		return rs, "", nil
-	}
-	return rs, strconv.Itoa(to), nil
-}
-func (slowCrowd) Templates() fs.FS { return fstest.MapFS{"email.text.tmpl": {Data: []byte(`digest`)}} }
-
 // TestYieldedFanOutResumes: a first-attempt fan-out that yields its time slice resumes where it
 // stopped in the next slice (it used to start over each time and never finish).
 func TestYieldedFanOutResumes(t *testing.T) {
 	t.Parallel()
-	ev := slowCrowd{n: 10_000, delay: 400 * time.Millisecond, starts: &atomic.Int32{}}
+	ev := crowd{n: 10_000, delay: 400 * time.Millisecond, starts: &atomic.Int32{}, mints: &atomic.Int32{}, failed: &atomic.Bool{}}
 	b := setup(t, withEvents(ev), withConfig(func(c *tasks.Config) {
 		c.FanoutChunk = 1000
 		c.Lease, c.TaskTimeout, c.SendTimeout = 4*time.Second, 2*time.Second, time.Second // 1s slices
 	})).start()
-	id, err := b.client.Dispatch(t.Context(), "test.slowcrowd", nil, nil)
+	id, err := b.client.Dispatch(t.Context(), "test.crowd", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
