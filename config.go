@@ -1,6 +1,7 @@
 package herald
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -78,6 +79,17 @@ type Config struct {
 	IdempotencyWindow time.Duration `env:"HERALD_IDEMPOTENCY_WINDOW" envDefault:"24h"`
 	// SecretRetention is how long sealed secrets are kept at most. Defaults to 168h (7 days).
 	SecretRetention time.Duration `env:"HERALD_SECRET_RETENTION" envDefault:"168h"`
+	// NewerPayloadFor is how long a task of a newer payload version than this worker understands
+	// is retried, for a newer worker to take it, before it is recorded as rejected (payload kept).
+	// Defaults to 1h.
+	NewerPayloadFor time.Duration `env:"HERALD_NEWER_PAYLOAD_FOR" envDefault:"1h"`
+	// Retention is how long final dispatches and receipts are kept after they last changed.
+	// Defaults to 2160h (90 days); must exceed IdempotencyWindow.
+	Retention time.Duration `env:"HERALD_RETENTION" envDefault:"2160h"`
+	// RejectedRetention is how long rejected tasks are kept. Defaults to 2160h (90 days).
+	RejectedRetention time.Duration `env:"HERALD_REJECTED_RETENTION" envDefault:"2160h"`
+	// MailboxRetention is how long the development mailbox keeps a message. Defaults to 168h.
+	MailboxRetention time.Duration `env:"HERALD_MAILBOX_RETENTION" envDefault:"168h"`
 
 	// DB, when set, is used instead of opening DatabaseURL (so loaders can share the pool).
 	DB *pgxpool.Pool `env:"-"`
@@ -197,7 +209,9 @@ func (c Config) Validate() error {
 		"HERALD_TASK_CHECK_INTERVAL": c.TaskCheckInterval, "HERALD_PROMOTER_INTERVAL": c.PromoterInterval,
 		"HERALD_HORIZON": c.Horizon, "HERALD_BACKOFF_MIN": c.BackoffMin, "HERALD_BACKOFF_MAX": c.BackoffMax,
 		"HERALD_UNKNOWN_EVENT_FOR": c.UnknownEventFor, "HERALD_IDEMPOTENCY_WINDOW": c.IdempotencyWindow,
-		"HERALD_SECRET_RETENTION": c.SecretRetention} {
+		"HERALD_SECRET_RETENTION": c.SecretRetention, "HERALD_NEWER_PAYLOAD_FOR": c.NewerPayloadFor,
+		"HERALD_RETENTION": c.Retention, "HERALD_REJECTED_RETENTION": c.RejectedRetention,
+		"HERALD_MAILBOX_RETENTION": c.MailboxRetention} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s=%v: must not be negative (0 takes the default)", name, d))
 		}
@@ -216,6 +230,9 @@ func (c Config) Validate() error {
 	}
 	if c.Lease > 0 && c.TaskTimeout >= c.Lease {
 		errs = append(errs, fmt.Errorf("HERALD_TASK_TIMEOUT (%v) must be below HERALD_LEASE (%v)", c.TaskTimeout, c.Lease))
+	}
+	if c.Retention > 0 && c.Retention <= cmp.Or(c.IdempotencyWindow, 24*time.Hour) {
+		errs = append(errs, fmt.Errorf("HERALD_RETENTION (%v) must exceed HERALD_IDEMPOTENCY_WINDOW (%v): a deleted dispatch no longer holds its key", c.Retention, cmp.Or(c.IdempotencyWindow, 24*time.Hour)))
 	}
 	if c.ShutdownTimeout > 0 && c.SendTimeout > 0 && c.ShutdownTimeout <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("HERALD_SHUTDOWN_TIMEOUT (%v) must exceed HERALD_SEND_TIMEOUT (%v)", c.ShutdownTimeout, c.SendTimeout))

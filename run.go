@@ -97,7 +97,8 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 		SendTimeout: cfg.SendTimeout, ShutdownTimeout: cfg.ShutdownTimeout, TaskCheckInterval: cfg.TaskCheckInterval,
 		PromoterInterval: cfg.PromoterInterval, Horizon: cfg.Horizon, BackoffMin: cfg.BackoffMin, BackoffMax: cfg.BackoffMax,
 		MaxAttempts: cfg.MaxAttempts, UnknownEventFor: cfg.UnknownEventFor, IdempotencyWindow: cfg.IdempotencyWindow,
-		SecretRetention: cfg.SecretRetention,
+		SecretRetention: cfg.SecretRetention, NewerPayloadFor: cfg.NewerPayloadFor, Retention: cfg.Retention,
+		RejectedRetention: cfg.RejectedRetention, MailboxRetention: cfg.MailboxRetention,
 	})
 	if err != nil {
 		return fmt.Errorf("herald: %w", err)

@@ -73,6 +73,10 @@ type Config struct {
 	// UnknownEventFor is how long a dispatch of an unregistered event is retried (rolling
 	// deploys) before it fails. Defaults to 10m.
 	UnknownEventFor time.Duration
+	// NewerPayloadFor is how long a task whose payload has a newer major version than this worker
+	// understands is retried (rolling deploys: a newer worker takes it) before it is recorded in
+	// herald.rejected_tasks, payload kept, and dropped. Defaults to 1h.
+	NewerPayloadFor time.Duration
 	// MissingRowRetries is how many times a fan-out retries a reference whose row is missing
 	// (commit-visibility races). Defaults to 3.
 	MissingRowRetries int
@@ -82,6 +86,14 @@ type Config struct {
 	IdempotencyWindow time.Duration
 	// SecretRetention is how long sealed secrets are kept at most. Defaults to 7 days.
 	SecretRetention time.Duration
+	// Retention is how long final dispatches and receipts are kept after they last changed; the
+	// sweeper then deletes them in small batches (a dispatch once its last receipt has gone). Rows
+	// that are not final are never deleted. Defaults to 90 days; must exceed IdempotencyWindow.
+	Retention time.Duration
+	// RejectedRetention is how long rows of herald.rejected_tasks are kept. Defaults to 90 days.
+	RejectedRetention time.Duration
+	// MailboxRetention is how long the development mailbox keeps a message. Defaults to 7 days.
+	MailboxRetention time.Duration
 	// FanoutChunk is how many receipts a fan-out commits at a time. Each chunk commits with the
 	// fan-out's progress and extends its lease, so a fan-out to millions of recipients uses bounded
 	// memory and resumes after a crash. Defaults to 1000.
@@ -114,6 +126,10 @@ func (c Config) withDefaults() Config {
 	c.MissingRowDelay = cmp.Or(c.MissingRowDelay, 2*time.Second)
 	c.IdempotencyWindow = cmp.Or(c.IdempotencyWindow, 24*time.Hour)
 	c.SecretRetention = cmp.Or(c.SecretRetention, 7*24*time.Hour)
+	c.NewerPayloadFor = cmp.Or(c.NewerPayloadFor, time.Hour)
+	c.Retention = cmp.Or(c.Retention, 90*24*time.Hour)
+	c.RejectedRetention = cmp.Or(c.RejectedRetention, 90*24*time.Hour)
+	c.MailboxRetention = cmp.Or(c.MailboxRetention, 7*24*time.Hour)
 	c.AsynqRetries = cmp.Or(c.AsynqRetries, 8)
 	c.FanoutChunk = cmp.Or(c.FanoutChunk, 1000)
 	if c.Logger == nil {
@@ -145,7 +161,9 @@ func (c Config) validate() error {
 		"delayed task check interval": c.DelayedTaskCheckInterval, "promoter interval": c.PromoterInterval,
 		"horizon": c.Horizon, "requeue after": c.RequeueAfter, "sweep interval": c.SweepInterval,
 		"backoff min": c.BackoffMin, "backoff max": c.BackoffMax, "unknown event retry time": c.UnknownEventFor,
-		"missing row delay": c.MissingRowDelay, "idempotency window": c.IdempotencyWindow, "secret retention": c.SecretRetention} {
+		"missing row delay": c.MissingRowDelay, "idempotency window": c.IdempotencyWindow, "secret retention": c.SecretRetention,
+		"newer payload retry time": c.NewerPayloadFor, "retention": c.Retention, "rejected task retention": c.RejectedRetention,
+		"mailbox retention": c.MailboxRetention} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v must not be negative", name, d))
 		}
@@ -167,6 +185,9 @@ func (c Config) validate() error {
 	}
 	if c.ShutdownTimeout <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("shutdown timeout %v must exceed the send timeout %v", c.ShutdownTimeout, c.SendTimeout))
+	}
+	if c.Retention <= c.IdempotencyWindow {
+		errs = append(errs, fmt.Errorf("retention %v must exceed the idempotency window %v (a deleted dispatch no longer holds its key)", c.Retention, c.IdempotencyWindow))
 	}
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("backoff max %v is below backoff min %v", c.BackoffMax, c.BackoffMin))
