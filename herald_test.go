@@ -64,6 +64,8 @@ func TestConfigFromEnv(t *testing.T) {
 		{"negative attempts", map[string]string{"HERALD_MAX_ATTEMPTS": "-3"}, "HERALD_MAX_ATTEMPTS=-3: must not be negative"},
 		{"negative backoff", map[string]string{"HERALD_BACKOFF_MIN": "-1s"}, "HERALD_BACKOFF_MIN=-1s"},
 		{"negative horizon", map[string]string{"HERALD_HORIZON": "-1h"}, "HERALD_HORIZON=-1h0m0s"},
+		{"retention within the idempotency window", map[string]string{"HERALD_RETENTION": "48h", "HERALD_IDEMPOTENCY_WINDOW": "72h"},
+			"HERALD_RETENTION (48h0m0s) must exceed HERALD_IDEMPOTENCY_WINDOW (72h0m0s)"},
 	} {
 		env := baseEnv()
 		for k, v := range tc.set {

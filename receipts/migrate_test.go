@@ -2,9 +2,12 @@ package receipts_test
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
 	"net/url"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -122,5 +125,55 @@ func TestConcurrentMigrationsOnEmptyDatabase(t *testing.T) {
 	if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'herald' AND NOT i.indisvalid`).Scan(&invalid); err != nil || invalid > 0 {
 		t.Errorf("%d invalid indexes left (%v)", invalid, err)
+	}
+}
+
+// TestMigrateOnNewerSchemaKeepsIt: in a rolling deploy a newer worker applies its migrations, then
+// an older worker restarts. The older one knows fewer migrations than the database has applied; it
+// must start on the newer schema (the migration rules in DESIGN.md keep it correct there) and
+// never migrate down.
+func TestMigrateOnNewerSchemaKeepsIt(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool, err := pgxpool.New(ctx, emptyDatabase(ctx, t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	known, err := fs.Glob(receipts.Migrations(), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := fstest.MapFS{fmt.Sprintf("%03d_newer_release.sql", len(known)+1): {
+		Data: []byte("ALTER TABLE herald.receipts ADD COLUMN newer_release text NOT NULL DEFAULT '';\n"),
+	}}
+	for _, name := range known {
+		b, err := fs.ReadFile(receipts.Migrations(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newer[name] = &fstest.MapFile{Data: b}
+	}
+	if err := receipts.MigrateFS(ctx, pool, "herald", newer); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := receipts.Migrate(ctx, pool); err != nil {
+		t.Fatalf("an older worker on a newer schema: %v", err)
+	}
+	var version int
+	if err := pool.QueryRow(ctx, "SELECT version FROM herald.schema_version").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if version != len(known)+1 {
+		t.Errorf("schema_version %d after the older worker's Migrate, want %d (unchanged)", version, len(known)+1)
+	}
+	var columns int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns
+		WHERE table_schema = 'herald' AND table_name = 'receipts' AND column_name = 'newer_release'`).Scan(&columns); err != nil {
+		t.Fatal(err)
+	}
+	if columns != 1 {
+		t.Error("the newer migration's column is gone: the older worker migrated down")
 	}
 }

@@ -26,10 +26,13 @@ const maxTickBuffers = 200
 // TestBackgroundWorkCostsWhatItsDueWorkCosts: a promoter tick and a sweep cost what their due work
 // costs, however much work waits in the future (DESIGN.md invariant 10; issue 6, item 10). On
 // analysed data holding 300,000 deliveries due tomorrow (and 200,000 dispatches, half due tomorrow,
-// half fanned out with secrets their deliveries still need), each statement the promoter and the
-// sweeper run is measured with EXPLAIN (ANALYZE, BUFFERS): the buffers it touches are bounded,
-// with the custom plans of the first executions and with the generic plan a prepared statement
-// may switch to. The same data checks what each statement returns.
+// half fanned out with secrets their deliveries still need), and the past the retention keeps
+// (100,000 dispatches settled yesterday with their 100,000 sent deliveries, 50,000 rejected tasks
+// and 50,000 captured messages), each statement the promoter and the sweeper run is measured with
+// EXPLAIN (ANALYZE, BUFFERS): the buffers it touches are bounded, no table is scanned, and the
+// retention's statements use their indexes (issue 7), with the custom plans of the first
+// executions and with the generic plan a prepared statement may switch to. The same data checks
+// what each statement returns.
 func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 	t.Parallel()
 	pool := testenv.DB(t)
@@ -39,25 +42,41 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 		horizon, regrace = time.Minute, 30 * time.Second
 		retention        = 7 * 24 * time.Hour
 		window           = 24 * time.Hour
+		keep             = 30 * 24 * time.Hour // the retention of final rows, rejected tasks and mail
 		batch            = 500
 	)
 	work := []struct {
-		name string
-		run  func(*receipts.Store) error
+		name  string
+		run   func(*receipts.Store) error
+		index string // when set, the index the statement's range scan must use (migration 009)
 	}{
 		{"DueDispatches", func(s *receipts.Store) error {
 			_, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
 			return err
-		}},
+		}, ""},
 		{"DueReceipts", func(s *receipts.Store) error {
 			_, err := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch)
 			return err
-		}},
-		{"ScrubSecrets", func(s *receipts.Store) error { _, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch); return err }},
+		}, ""},
+		{"ScrubSecrets", func(s *receipts.Store) error { _, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch); return err }, ""},
 		{"ReleaseIdempotencyKeys", func(s *receipts.Store) error {
 			_, err := s.ReleaseIdempotencyKeys(ctx, "fleet_a", window, batch)
 			return err
-		}},
+		}, ""},
+		{"DeleteExpiredReceipts", func(s *receipts.Store) error {
+			_, err := s.DeleteExpiredReceipts(ctx, "fleet_a", keep, batch)
+			return err
+		}, "receipts_final_age"},
+		{"DeleteExpiredDispatches", func(s *receipts.Store) error {
+			_, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
+			return err
+		}, "dispatches_final_age"},
+		{"DeleteExpiredRejectedTasks", func(s *receipts.Store) error {
+			_, err := s.DeleteExpiredRejectedTasks(ctx, "fleet_a", keep, batch)
+			return err
+		}, "rejected_tasks_age"},
+		{"DeleteExpiredMail", func(s *receipts.Store) error { _, err := s.DeleteExpiredMail(ctx, keep, batch); return err },
+			"dev_mailbox_age"},
 	}
 
 	t.Run("buffers", func(t *testing.T) {
@@ -78,6 +97,12 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 					if p.buffers >= maxTickBuffers {
 						t.Errorf("%s (generic plan %v) touched %d shared buffers, want < %d: it reads the future\n%s\n%s",
 							w.name, generic, p.buffers, maxTickBuffers, p.sql, p.plan)
+					}
+					if strings.Contains(p.plan, "Seq Scan") {
+						t.Errorf("%s (generic plan %v) scans a table:\n%s", w.name, generic, p.plan)
+					}
+					if w.index != "" && !strings.Contains(p.plan, " "+w.index+" ") {
+						t.Errorf("%s (generic plan %v) does not use %s:\n%s", w.name, generic, w.index, p.plan)
 					}
 				}
 			}
@@ -137,6 +162,75 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 			}
 		})
 	})
+
+	t.Run("retention", func(t *testing.T) {
+		want := due.expired
+		inTx(ctx, t, pool, func(tx pgx.Tx) {
+			s := receipts.New(tx)
+			gone := func(table string, ids []string) []string {
+				t.Helper()
+				var present []string
+				if err := tx.QueryRow(ctx, `SELECT COALESCE(array_agg(id::text ORDER BY id), '{}') FROM herald.`+table+
+					` WHERE id = ANY($1::uuid[])`, ids).Scan(&present); err != nil {
+					t.Fatal(err)
+				}
+				var out []string
+				for _, id := range ids {
+					if !slices.Contains(present, id) {
+						out = append(out, id)
+					}
+				}
+				return out
+			}
+			all := func(a, b []string) []string { return slices.Sorted(slices.Values(append(slices.Clone(a), b...))) }
+			// A dispatch goes once its receipts have gone: before, none of them goes.
+			if n, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch); err != nil || n != 1 {
+				t.Errorf("dispatches deleted before their receipts: %d (%v), want 1 (the one that never had any)", n, err)
+			}
+			n, err := s.DeleteExpiredReceipts(ctx, "fleet_a", keep, batch)
+			if err != nil || n != int64(len(want.receipts)) {
+				t.Errorf("deleted %d receipts (%v), want %d", n, err, len(want.receipts))
+			}
+			if got := gone("receipts", all(want.receipts, want.keptReceipts)); !slices.Equal(got, want.receipts) {
+				t.Errorf("receipts deleted: %v, want %v", got, want.receipts)
+			}
+			n, err = s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
+			if err != nil || n != int64(len(want.dispatches)-1) {
+				t.Errorf("deleted %d dispatches (%v), want %d", n, err, len(want.dispatches)-1)
+			}
+			if got := gone("dispatches", all(want.dispatches, want.keptDispatch)); !slices.Equal(got, want.dispatches) {
+				t.Errorf("dispatches deleted: %v, want %v", got, want.dispatches)
+			}
+			for _, again := range []func() (int64, error){
+				func() (int64, error) { return s.DeleteExpiredReceipts(ctx, "fleet_a", keep, batch) },
+				func() (int64, error) { return s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch) },
+			} {
+				if n, err := again(); err != nil || n != 0 {
+					t.Errorf("second sweep deleted %d (%v)", n, err)
+				}
+			}
+			var before int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM herald.rejected_tasks`).Scan(&before); err != nil {
+				t.Fatal(err)
+			}
+			n, err = s.DeleteExpiredRejectedTasks(ctx, "fleet_a", keep, batch)
+			if err != nil || n != int64(len(want.rejectedTasks)) {
+				t.Errorf("deleted %d rejected tasks (%v), want %d", n, err, len(want.rejectedTasks))
+			}
+			var left []string
+			if err := tx.QueryRow(ctx, `SELECT COALESCE(array_agg(task_id ORDER BY task_id), '{}') FROM herald.rejected_tasks
+				WHERE task_id LIKE 'old-%'`).Scan(&left); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(left, []string{"old-b"}) {
+				t.Errorf("rejected tasks left: %v, want only another fleet's", left)
+			}
+			n, err = s.DeleteExpiredMail(ctx, keep, batch)
+			if err != nil || n != int64(want.mail) {
+				t.Errorf("deleted %d messages (%v), want %d", n, err, want.mail)
+			}
+		})
+	})
 }
 
 // planDue is what the plan data holds that is due now, as the queries must answer.
@@ -145,6 +239,15 @@ type planDue struct {
 	scrubbed             []string // dispatches whose secrets must go
 	kept                 []string // dispatches whose secrets stay: a future delivery needs them, or another fleet's
 	oldKeys              int      // idempotency keys past the window
+	expired              expiredRows
+}
+
+// expiredRows is what fleet_a's retention (30 days) must delete, and what it must keep.
+type expiredRows struct {
+	receipts, dispatches       []string // deleted, sorted
+	keptReceipts, keptDispatch []string // kept, sorted
+	rejectedTasks              []string // task ids of the rejected tasks deleted
+	mail                       int      // captured messages deleted
 }
 
 func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue {
@@ -192,7 +295,26 @@ func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue
 		`INSERT INTO herald.dispatches (id, event_id, idempotency_key, status, due_at, accepted_at, queue)
 		 SELECT ('30000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'plan.event', 'key-t-' || i, 'accepted', now() + interval '1 day',
 		        now() + interval '1 day', (ARRAY['fleet_a','fleet_b'])[i % 2 + 1]
-		 FROM generate_series(1, 100000) i`)
+		 FROM generate_series(1, 100000) i`,
+		// The kept past: 100,000 dispatches that settled yesterday, each with a delivery sent
+		// yesterday — final rows the retention keeps, in the indexes the retention scans.
+		`INSERT INTO herald.dispatches (id, event_id, status, attempt, due_at, accepted_at, updated_at, queue)
+		 SELECT ('40000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'plan.event', 'fanned_out', 1,
+		        now() - interval '1 day', now() - interval '1 day', now() - interval '1 day', (ARRAY['fleet_a','fleet_b'])[i % 2 + 1]
+		 FROM generate_series(1, 100000) i`,
+		`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, status, attempt, due_at,
+			expires_at, updated_at, sent_at, queue)
+		 SELECT ('50000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+		        ('40000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'plan.event', 'email', 'email', 'u' || i, 'sent', 1,
+		        now() - interval '1 day', now(), now() - interval '1 day', now() - interval '1 day', (ARRAY['fleet_a','fleet_b'])[i % 2 + 1]
+		 FROM generate_series(1, 100000) i`,
+		// And 50,000 rejected tasks and 50,000 captured messages of yesterday.
+		`INSERT INTO herald.rejected_tasks (task_type, task_id, queue, reason, created_at)
+		 SELECT 'herald:deliver', 'kept-' || i, (ARRAY['fleet_a','fleet_b'])[i % 2 + 1], 'missing row', now() - interval '1 day'
+		 FROM generate_series(1, 50000) i`,
+		`INSERT INTO herald.dev_mailbox (message_id, mail_from, rcpt_to, subject, html_body, text_body, created_at)
+		 SELECT 'kept-' || i, 'a@example.net', 'b@example.net', 's', 'h', 't', now() - interval '1 day'
+		 FROM generate_series(1, 50000) i`)
 	steps = append(steps, idx...)
 	steps = append(steps,
 		`ALTER TABLE herald.receipts ADD CONSTRAINT receipts_dispatch_id_fkey FOREIGN KEY (dispatch_id)
@@ -222,7 +344,7 @@ func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue
 		   ('%s', 'sending', 1, interval '-5 minutes', interval '-1 second', interval '-5 minutes', 'fleet_a'),
 		   ('%s', 'scheduled', 0, interval '0', NULL, interval '0', 'fleet_a'),
 		   ('%s', 'sending', 1, interval '0', interval '1 minute', NULL, 'fleet_a'),
-		   ('%s', 'scheduled', 0, interval '61 seconds', NULL, NULL, 'fleet_a')
+		   ('%s', 'scheduled', 0, interval '90 seconds', NULL, NULL, 'fleet_a') -- beyond the horizon, with room for a slow run
 		 ) AS v(id, status, attempt, due, lease, enq, queue)`,
 			id("r-a1"), id("r-a2"), id("r-b1"), id("r-legacy"), id("r-a-lease"), id("r-a-enq"), id("r-a-live"), id("r-a-later")),
 		// Secrets: a settled dispatch whose deliveries are all final, a failed one of no known
@@ -246,8 +368,43 @@ func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue
 		 ('%s', 'plan.event', 'old-1', 'fanned_out', now(), now() - interval '2 days', 'fleet_a'),
 		 ('%s', 'plan.event', 'old-2', 'fanned_out', now(), now() - interval '2 days', ''),
 		 ('%s', 'plan.event', 'old-3', 'fanned_out', now(), now() - interval '2 days', 'fleet_b')`, id("k-1"), id("k-2"), id("k-3")),
+		// Retention (30 days): settled rows of fleet_a and of no known queue that last changed 40
+		// days ago go, a dispatch once its receipts have gone; another fleet's, a receipt of a
+		// dispatch still at work, a receipt changed yesterday, a delivery still scheduled and the
+		// dispatches they belong to stay.
+		fmt.Sprintf(`INSERT INTO herald.dispatches (id, event_id, status, attempt, due_at, accepted_at, updated_at, queue) VALUES
+		 ('%s', 'plan.event', 'fanned_out', 1, now(), now() - interval '41 days', now() - interval '40 days', 'fleet_a'),
+		 ('%s', 'plan.event', 'failed', 1, now(), now() - interval '41 days', now() - interval '40 days', ''),
+		 ('%s', 'plan.event', 'rejected', 0, now(), now() - interval '41 days', now() - interval '40 days', 'fleet_a'),
+		 ('%s', 'plan.event', 'fanned_out', 1, now(), now() - interval '41 days', now() - interval '40 days', 'fleet_b'),
+		 ('%s', 'plan.event', 'retrying', 3, now() + interval '1 day', now() - interval '41 days', now() - interval '40 days', 'fleet_a'),
+		 ('%s', 'plan.event', 'fanned_out', 1, now(), now() - interval '41 days', now() - interval '40 days', 'fleet_a'),
+		 ('%s', 'plan.event', 'fanned_out', 1, now(), now() - interval '41 days', now() - interval '40 days', 'fleet_a'),
+		 ('%s', 'plan.event', 'duplicate', 0, now(), now() - interval '1 day', now() - interval '1 day', 'fleet_a')`,
+			id("x-d-a"), id("x-d-legacy"), id("x-d-empty"), id("x-d-b"), id("x-d-open"), id("x-d-young"), id("x-d-sched"), id("x-d-recent")),
+		fmt.Sprintf(`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, status,
+			attempt, due_at, expires_at, updated_at, queue) VALUES
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'sent', 1, now(), now(), now() - interval '40 days', 'fleet_a'),
+		 ('%s', '%s', 'plan.event', 'email', 'email', '2', 'failed', 1, now(), now(), now() - interval '40 days', 'fleet_a'),
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'expired', 1, now(), now(), now() - interval '40 days', ''),
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'sent', 1, now(), now(), now() - interval '40 days', 'fleet_b'),
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'sent', 1, now(), now(), now() - interval '40 days', 'fleet_a'),
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'sent', 1, now(), now(), now() - interval '1 day', 'fleet_a'),
+		 ('%s', '%s', 'plan.event', 'email', 'email', '1', 'scheduled', 0, now() + interval '1 day', now() + interval '2 days',
+		  now() - interval '40 days', 'fleet_a')`,
+			id("x-r-a1"), id("x-d-a"), id("x-r-a2"), id("x-d-a"), id("x-r-legacy"), id("x-d-legacy"), id("x-r-b"), id("x-d-b"),
+			id("x-r-open"), id("x-d-open"), id("x-r-young"), id("x-d-young"), id("x-r-sched"), id("x-d-sched")),
+		`INSERT INTO herald.rejected_tasks (task_type, task_id, queue, reason, created_at) VALUES
+		 ('herald:deliver', 'old-a', 'fleet_a', 'missing row', now() - interval '40 days'),
+		 ('herald:deliver', 'old-legacy', '', 'missing row', now() - interval '40 days'),
+		 ('herald:deliver', 'old-b', 'fleet_b', 'missing row', now() - interval '40 days')`,
+		`INSERT INTO herald.dev_mailbox (message_id, mail_from, rcpt_to, subject, html_body, text_body, created_at) VALUES
+		 ('old-1', 'a@example.net', 'b@example.net', 's', 'h', 't', now() - interval '40 days'),
+		 ('old-2', 'a@example.net', 'b@example.net', 's', 'h', 't', now() - interval '40 days')`,
 		`ANALYZE herald.dispatches`,
 		`ANALYZE herald.receipts`,
+		`ANALYZE herald.rejected_tasks`,
+		`ANALYZE herald.dev_mailbox`,
 	)
 	for _, sql := range steps {
 		if _, err := pool.Exec(ctx, sql); err != nil {
@@ -268,6 +425,14 @@ func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue
 		scrubbed:   sorted("s-final", "s-failed", "s-old"),
 		kept:       []string{id("s-kept"), id("s-other"), id("s-other-old")},
 		oldKeys:    2,
+		expired: expiredRows{
+			receipts:      sorted("x-r-a1", "x-r-a2", "x-r-legacy"),
+			dispatches:    sorted("x-d-a", "x-d-legacy", "x-d-empty"),
+			keptReceipts:  sorted("x-r-b", "x-r-open", "x-r-young", "x-r-sched"),
+			keptDispatch:  sorted("x-d-b", "x-d-open", "x-d-young", "x-d-sched", "x-d-recent"),
+			rejectedTasks: []string{"old-a", "old-legacy"},
+			mail:          2,
+		},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/internal/seal"
@@ -19,8 +20,10 @@ import (
 
 // ClientConfig configures a producer Client.
 type ClientConfig struct {
-	// Redis is the asynq connection. Required for Dispatch; DispatchTx needs none.
+	// Redis is the asynq connection. Required for Dispatch and RequeueRejected; DispatchTx needs none.
 	Redis asynq.RedisConnOpt
+	// DB is the PostgreSQL pool holding the herald schema. Only RequeueRejected uses it.
+	DB *pgxpool.Pool
 	// SecretKeys is HERALD_SECRET_KEYS; producer secrets are sealed with its first key. Required.
 	SecretKeys string
 	// Queue must match the workers' queue. Defaults to "herald". A dispatch remembers it: only

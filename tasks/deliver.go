@@ -19,7 +19,7 @@ import (
 func (w *Worker) HandleDeliver(ctx context.Context, t *asynq.Task) error {
 	p, err := DecodeDeliver(t.Payload())
 	if err != nil {
-		return w.reject(ctx, t, err.Error())
+		return w.undecodable(ctx, t, err)
 	}
 	return w.deliver(ctx, p.ReceiptID, nil)
 }

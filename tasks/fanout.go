@@ -24,7 +24,7 @@ import (
 func (w *Worker) HandleDispatch(ctx context.Context, t *asynq.Task) error {
 	p, err := DecodeDispatch(t.Payload())
 	if err != nil {
-		return w.reject(ctx, t, err.Error())
+		return w.undecodable(ctx, t, err)
 	}
 	if p.EventID != "" {
 		row, err := w.firstSight(ctx, p)
@@ -107,7 +107,18 @@ func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) (*receipts.D
 	return res.Row, nil
 }
 
-// reject records a task too broken to have a row of its own, then revokes it.
+// undecodable answers a payload DecodeDispatch or DecodeDeliver refused: one of a newer version
+// waits for a worker that understands it (holdNewer); a malformed one is rejected.
+func (w *Worker) undecodable(ctx context.Context, t *asynq.Task, err error) error {
+	var newer *NewerPayloadError
+	if errors.As(err, &newer) {
+		return w.holdNewer(ctx, t, newer)
+	}
+	return w.reject(ctx, t, err.Error())
+}
+
+// reject records a task too broken to have a row of its own, then revokes it. Its payload is not
+// kept (see receipts.RejectedTask).
 func (w *Worker) reject(ctx context.Context, t *asynq.Task, reason string) error {
 	id, _ := asynq.GetTaskID(ctx)
 	q, _ := asynq.GetQueueName(ctx)

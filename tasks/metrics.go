@@ -13,7 +13,17 @@ type metrics struct {
 	inDoubt         *prometheus.CounterVec
 	enqueued        *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
+	newerPayloads   *prometheus.CounterVec
+	retention       *prometheus.CounterVec
 }
+
+// The tables the retention sweep deletes from, as label values of herald_retention_deleted_total.
+const (
+	tableReceipts      = "receipts"
+	tableDispatches    = "dispatches"
+	tableRejectedTasks = "rejected_tasks"
+	tableDevMailbox    = "dev_mailbox"
+)
 
 // The counted windows of DESIGN.md, as label values of herald_in_doubt_total.
 const (
@@ -53,6 +63,20 @@ func newMetrics(reg prometheus.Registerer, waitingForDB func() int) (*metrics, e
 			Name: "herald_rejected_tasks_total",
 			Help: "Tasks recorded in herald.rejected_tasks (malformed payloads, missing rows), by task type.",
 		}, []string{"type"}),
+		newerPayloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "herald_newer_payloads_total",
+			Help: "Task runs whose payload has a newer major version than this worker understands (a newer release's task during a rolling deploy): handed back to asynq for a newer worker, or, on the last try, kept in herald.rejected_tasks. By task type.",
+		}, []string{"task_type"}),
+	}
+	for _, typ := range []string{TypeDispatch, TypeDeliver} {
+		m.newerPayloads.WithLabelValues(typ) // present from start-up: an alert can watch its rate
+	}
+	m.retention = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herald_retention_deleted_total",
+		Help: "Rows the retention sweep deleted, by table: final receipts and dispatches past HERALD_RETENTION, rejected tasks past HERALD_REJECTED_RETENTION, development mailbox messages past HERALD_MAILBOX_RETENTION.",
+	}, []string{"table"})
+	for _, table := range []string{tableReceipts, tableDispatches, tableRejectedTasks, tableDevMailbox} {
+		m.retention.WithLabelValues(table) // present from start-up, at zero
 	}
 	if reg == nil {
 		return m, nil
@@ -61,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, waitingForDB func() int) (*metrics, e
 		Name: "herald_tasks_waiting_for_postgres",
 		Help: "Tasks this worker handed back to asynq because PostgreSQL was unreachable; they retry with their own backoff and never use up their retries.",
 	}, func() float64 { return float64(waitingForDB()) })
-	for _, c := range []prometheus.Collector{m.deliveries, m.sendSeconds, m.dispatches, m.inDoubtReclaims, m.inDoubt, m.enqueued, m.rejected, waiting} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.sendSeconds, m.dispatches, m.inDoubtReclaims, m.inDoubt, m.enqueued, m.rejected, m.newerPayloads, m.retention, waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -44,13 +45,35 @@ type DeliverPayload struct {
 	Attempt   int    `json:"attempt"`
 }
 
+// PayloadVersion is the major version of the payloads this worker writes and understands. A
+// payload of this version may carry fields this release does not know (a newer release of the
+// same major version added them): they are ignored. A payload of a newer major version is
+// refused with *NewerPayloadError, never as malformed: a newer worker on the same queue can take
+// it (DESIGN.md, "Payloads are compatible across a rolling deploy"). Every release has written
+// v:1, so a payload without a version is malformed.
+const PayloadVersion = 1
+
 // ErrMalformedPayload is wrapped by payload decoding errors.
 var ErrMalformedPayload = errors.New("malformed payload")
+
+// NewerPayloadError is returned by DecodeDispatch and DecodeDeliver for a well-formed payload
+// whose major version is newer than this worker understands. It is not malformed: the task
+// belongs to a newer release of Herald.
+type NewerPayloadError struct {
+	Type       string // the task type: TypeDispatch or TypeDeliver
+	Version    int    // the payload's major version
+	Understood int    // the newest major version this worker understands (PayloadVersion)
+}
+
+func (e *NewerPayloadError) Error() string {
+	return fmt.Sprintf("%s payload version %d is newer than this worker understands (version %d): "+
+		"a worker of a newer Herald release must take it; upgrade this worker", e.Type, e.Version, e.Understood)
+}
 
 // DecodeDispatch decodes and checks a herald:dispatch payload.
 func DecodeDispatch(b []byte) (DispatchPayload, error) {
 	var p DispatchPayload
-	if err := strictDecode(b, &p); err != nil {
+	if err := decodeVersioned(TypeDispatch, b, &p, &p.V); err != nil {
 		return p, err
 	}
 	if err := uuid.Validate(p.DispatchID); err != nil {
@@ -67,7 +90,7 @@ func DecodeDispatch(b []byte) (DispatchPayload, error) {
 // DecodeDeliver decodes and checks a herald:deliver payload.
 func DecodeDeliver(b []byte) (DeliverPayload, error) {
 	var p DeliverPayload
-	if err := strictDecode(b, &p); err != nil {
+	if err := decodeVersioned(TypeDeliver, b, &p, &p.V); err != nil {
 		return p, err
 	}
 	if err := uuid.Validate(p.ReceiptID); err != nil {
@@ -76,14 +99,38 @@ func DecodeDeliver(b []byte) (DeliverPayload, error) {
 	return p, nil
 }
 
-func strictDecode(b []byte, v any) error {
+// decodeVersioned decodes one JSON object into v, whose version field is *version, ignoring
+// fields it does not know. The version is checked before the shape: a newer major version may
+// have changed the type of a known field, and must still be told apart from a broken payload.
+func decodeVersioned(typ string, b []byte, v any, version *int) error {
+	if err := decodeObject(b, v); err != nil {
+		// Only the version is read now: {"v":2,"refs":{…}} is a newer payload, not a broken one.
+		var env struct {
+			V int `json:"v"`
+		}
+		if decodeObject(b, &env) == nil && env.V > PayloadVersion {
+			return &NewerPayloadError{Type: typ, Version: env.V, Understood: PayloadVersion}
+		}
+		return err
+	}
+	switch {
+	case *version < 1:
+		return fmt.Errorf("%w: no payload version (\"v\" is missing or below 1; every Herald release writes it)", ErrMalformedPayload)
+	case *version > PayloadVersion:
+		return &NewerPayloadError{Type: typ, Version: *version, Understood: PayloadVersion}
+	}
+	return nil
+}
+
+// decodeObject decodes exactly one JSON value into v: unknown fields are ignored, trailing data
+// is not.
+func decodeObject(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformedPayload, err)
 	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data", ErrMalformedPayload)
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: trailing data after the JSON object", ErrMalformedPayload)
 	}
 	return nil
 }

@@ -16,12 +16,14 @@ import (
 //     retries, tasks Redis lost), and reclaim fan-outs whose lease expired;
 //   - enqueue receipts due within the horizon (long delays, retries, lost tasks) and reclaim
 //     deliveries whose lease expired (the claim marks them in_doubt);
-//   - every SweepInterval: scrub sealed secrets no longer needed, release old idempotency keys.
+//   - every SweepInterval: scrub sealed secrets no longer needed, release old idempotency keys,
+//     and delete what the retention no longer keeps (final receipts and dispatches, rejected
+//     tasks, development mailbox messages).
 //
 // A tick costs what its due work costs, however much work waits in the future (DESIGN.md
-// invariant 10; the statements are in receipts/maintenance.go). DispatchTx notifies the outbox channel with its queue
-// when its transaction commits; the promoter of that queue listens and runs at once instead of
-// waiting for its next tick.
+// invariant 10; the statements are in receipts/maintenance.go and receipts/retention.go).
+// DispatchTx notifies the outbox channel with its queue when its transaction commits; the
+// promoter of that queue listens and runs at once instead of waiting for its next tick.
 func (w *Worker) RunPromoter(ctx context.Context) {
 	t := time.NewTicker(w.cfg.PromoterInterval)
 	defer t.Stop()
@@ -136,37 +138,70 @@ func (w *Worker) Promote(ctx context.Context) int {
 	return n
 }
 
-// Sweep scrubs secrets no longer needed and releases idempotency keys past the window, a batch
-// at a time while full batches come back. Like the promoter it works for the worker's queue (and
-// rows of no known queue): a fleet's retention and window never act on another fleet's rows.
+// Sweep scrubs secrets no longer needed, releases idempotency keys past the window, then deletes
+// what the retention no longer keeps, each a batch at a time while full batches come back (at
+// most sweepRounds batches each; the next sweep carries on). Like the promoter it works for the
+// worker's queue (and rows of no known queue): a fleet's retention and window never act on
+// another fleet's rows.
 func (w *Worker) Sweep(ctx context.Context) {
-	var scrubbed int64
+	q := w.cfg.Queue
+	if n := w.sweepBatches(ctx, "scrub secrets", func() (int64, error) {
+		return w.store.ScrubSecrets(ctx, q, w.cfg.SecretRetention, sweepBatch)
+	}); n > 0 {
+		w.log.Debug().Int64("dispatches", n).Msg("sweeper: scrubbed sealed secrets")
+	}
+	w.sweepBatches(ctx, "release idempotency keys", func() (int64, error) {
+		return w.store.ReleaseIdempotencyKeys(ctx, q, w.cfg.IdempotencyWindow, sweepBatch)
+	})
+	w.deleteExpired(ctx)
+}
+
+// deleteExpired deletes, by age: final receipts and dispatches past Retention (the receipts
+// first: a dispatch goes once its last receipt has gone), rejected tasks past RejectedRetention
+// and development mailbox messages past MailboxRetention. Rows that are not final are never
+// deleted (receipts/retention.go).
+func (w *Worker) deleteExpired(ctx context.Context) {
+	q, cfg := w.cfg.Queue, w.cfg
+	for _, d := range []struct {
+		table string
+		run   func() (int64, error)
+	}{
+		{tableReceipts, func() (int64, error) { return w.store.DeleteExpiredReceipts(ctx, q, cfg.Retention, sweepBatch) }},
+		{tableDispatches, func() (int64, error) { return w.store.DeleteExpiredDispatches(ctx, q, cfg.Retention, sweepBatch) }},
+		{tableRejectedTasks, func() (int64, error) {
+			return w.store.DeleteExpiredRejectedTasks(ctx, q, cfg.RejectedRetention, sweepBatch)
+		}},
+		{tableDevMailbox, func() (int64, error) { return w.store.DeleteExpiredMail(ctx, cfg.MailboxRetention, sweepBatch) }},
+	} {
+		counter := w.metrics.retention.WithLabelValues(d.table)
+		n := w.sweepBatches(ctx, "delete expired "+d.table, func() (int64, error) {
+			n, err := d.run()
+			counter.Add(float64(n))
+			return n, err
+		})
+		if n > 0 {
+			w.log.Debug().Str("table", d.table).Int64("rows", n).Msg("sweeper: deleted rows past their retention")
+		}
+	}
+}
+
+// sweepBatches runs batch while it comes back full (sweepBatch rows), at most sweepRounds times,
+// and returns how many rows the batches changed. An error ends the loop; it is logged unless ctx
+// is done (a shutdown is not a failure), and the next sweep tries again.
+func (w *Worker) sweepBatches(ctx context.Context, what string, batch func() (int64, error)) int64 {
+	var total int64
 	for range sweepRounds {
-		n, err := w.store.ScrubSecrets(ctx, w.cfg.Queue, w.cfg.SecretRetention, sweepBatch)
+		n, err := batch()
+		total += n
 		if err != nil {
 			if ctx.Err() == nil {
-				w.log.Error().Err(err).Msg("sweeper: scrub secrets")
+				w.log.Error().Err(err).Msg("sweeper: " + what)
 			}
 			break
 		}
-		scrubbed += n
 		if n < sweepBatch {
 			break
 		}
 	}
-	if scrubbed > 0 {
-		w.log.Debug().Int64("dispatches", scrubbed).Msg("sweeper: scrubbed sealed secrets")
-	}
-	for range sweepRounds {
-		n, err := w.store.ReleaseIdempotencyKeys(ctx, w.cfg.Queue, w.cfg.IdempotencyWindow, sweepBatch)
-		if err != nil {
-			if ctx.Err() == nil {
-				w.log.Error().Err(err).Msg("sweeper: release idempotency keys")
-			}
-			break
-		}
-		if n < sweepBatch {
-			break
-		}
-	}
+	return total
 }

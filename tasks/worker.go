@@ -143,6 +143,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		RetryDelayFunc:           w.retryDelay,
+		// A newer payload's retry (newerPayloadRetry) is a failure: asynq's retry count ends it.
 		IsFailure: func(err error) bool {
 			return !errors.As(err, new(*notDueError)) && !errors.As(err, new(*waitDBError))
 		},
@@ -220,13 +221,18 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	if errors.As(err, &wd) {
 		return wd.delay
 	}
+	var np *newerPayloadRetry
+	if errors.As(err, &np) {
+		return np.delay
+	}
 	return w.backoff.Delay(n + 1)
 }
 
 // logTaskError is asynq's ErrorHandler: it sees every handler error, including the RevokeTask
 // that ends a task whose outcome PostgreSQL holds (a normal end, not logged). Levels mean
-// something: a wait for PostgreSQL or a database error asynq retries is a warning; error level is
-// kept for what needs a person (a panic, a task asynq gives up on).
+// something: a wait for PostgreSQL, a newer payload waiting for a newer worker, or a database
+// error asynq retries is a warning; error level is kept for what needs a person (a panic, a task
+// asynq gives up on).
 func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
 	if errors.Is(err, asynq.RevokeTask) || errors.As(err, new(*notDueError)) {
 		return
@@ -235,9 +241,14 @@ func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	var wd *waitDBError
+	var np *newerPayloadRetry
 	switch {
 	case errors.As(err, &wd):
 		w.log.Warn().Err(err).Str("task_type", t.Type()).Str("task_id", id).Msg("PostgreSQL is unreachable; the task waits for it (not counted as a failure)")
+	case errors.As(err, &np):
+		w.log.Warn().Str("task_type", t.Type()).Str("task_id", id).Int("payload_version", np.err.Version).
+			Int("understood_version", np.err.Understood).Int("retried", retried).Int("max_retry", maxRetry).Dur("retry_in", np.delay).
+			Msg("payload of a newer version than this worker understands (rolling deploy?); handed back to asynq for a newer worker")
 	case retried >= maxRetry:
 		w.log.Error().Err(err).Str("task_type", t.Type()).Str("task_id", id).Int("retried", retried).
 			Msg("task failed and asynq archives it; the promoter re-creates it if PostgreSQL holds its row")

@@ -1,5 +1,5 @@
 ---- tern: disable-tx ----
--- Indexes for the retention sweep (receipts.DeleteExpired): the final rows of a queue by age, so
+-- Indexes for the retention sweep (receipts/retention.go): the final rows of a queue by age, so
 -- that a sweep costs what its expired rows cost however many rows are kept (DESIGN.md invariant
 -- 10; receipts/plan_test.go proves it). Partial on the final states: a row enters the index when
 -- it settles. Built CONCURRENTLY (workers keep writing); an interrupted build is dropped and redone.

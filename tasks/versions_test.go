@@ -1,0 +1,473 @@
+package tasks_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/tasks"
+)
+
+// TestPayloadFixtures decodes the payloads of testdata/payloads: exactly what the previous
+// release wrote (Client.Dispatch on first sight, the id-only dispatch of retries and the
+// promoter, the deliver task), what a newer release of the same major version may write (fields
+// this one does not know, at the top and inside a reference), and a newer major version.
+func TestPayloadFixtures(t *testing.T) {
+	t.Parallel()
+	decode := func(name string) (any, error) {
+		if strings.HasPrefix(name, "deliver") {
+			return tasks.DecodeDeliver(fixture(t, name))
+		}
+		return tasks.DecodeDispatch(fixture(t, name))
+	}
+	accepted := time.Date(2026, 11, 28, 15, 27, 37, 170004900, time.UTC)
+	firstSight := tasks.DispatchPayload{V: 1, DispatchID: fixtureDispatchID, EventID: "accounts.password_reset",
+		Refs:           []events.Ref{{Name: "user", Resource: "users", ID: "42"}},
+		Vars:           json.RawMessage(`{"amount":12.5,"locale":"en-GB","tags":["a","b"]}`),
+		Secrets:        map[string]string{"reset_token": "v1.test1.zr9eKmOi4j4KzJlzNBwj0_yFlM0W2s4OinZGfT0LeHvvvWfEjB5S_v1QRlaWQQ"},
+		IdempotencyKey: "reset-42-2026-01-01", Actor: "admin:7", AcceptedAt: accepted}
+	deliver := tasks.DeliverPayload{V: 1, ReceiptID: "01a222c5-0b8e-7c41-9a43-5d0e8f1b2c3d", Attempt: 3}
+	for _, tc := range []struct {
+		name  string
+		want  any    // the decoded payload, when it decodes
+		newer string // the task type of a *NewerPayloadError
+	}{
+		{name: "dispatch_v1_first_sight.json", want: firstSight},
+		{name: "dispatch_v1_id_only.json", want: tasks.DispatchPayload{V: 1, DispatchID: fixtureDispatchID}},
+		{name: "deliver_v1.json", want: deliver},
+		{name: "dispatch_v1_future_minor.json", want: firstSight},
+		{name: "deliver_v1_future_minor.json", want: deliver},
+		{name: "dispatch_v2.json", newer: tasks.TypeDispatch},
+		{name: "deliver_v2.json", newer: tasks.TypeDeliver},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decode(tc.name)
+			if tc.newer != "" {
+				var newer *tasks.NewerPayloadError
+				if !errors.As(err, &newer) || *newer != (tasks.NewerPayloadError{Type: tc.newer, Version: 2, Understood: tasks.PayloadVersion}) {
+					t.Fatalf("got %v, want a *NewerPayloadError for %s version 2", err, tc.newer)
+				}
+				if errors.Is(err, tasks.ErrMalformedPayload) {
+					t.Fatalf("a newer payload is reported malformed: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := mustJSON(t, got), mustJSON(t, tc.want); g != w {
+				t.Fatalf("decoded\n%s\nwant\n%s", g, w)
+			}
+		})
+	}
+	// What this release writes still reads back exactly as the previous release wrote it.
+	for name, p := range map[string]any{"dispatch_v1_first_sight.json": firstSight, "deliver_v1.json": deliver,
+		"dispatch_v1_id_only.json": tasks.DispatchPayload{V: tasks.PayloadVersion, DispatchID: fixtureDispatchID}} {
+		if got := mustJSON(t, p); got != string(fixture(t, name)) {
+			t.Errorf("this release writes\n%s\nthe previous one wrote (%s)\n%s", got, name, fixture(t, name))
+		}
+	}
+}
+
+func mustJSON(t testing.TB, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// fixture reads a payload from testdata/payloads.
+func fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "payloads", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fixtureDispatchID is the dispatch id of the first-sight fixtures (their sealed secret is bound to it).
+const fixtureDispatchID = "01a222c4-ded2-7010-bd50-2279530f342e"
+
+// acceptedNow returns a first-sight dispatch fixture accepted now, every other field (unknown
+// ones included) as written: the fixture's own accepted_at is long past the event's max age.
+func acceptedNow(t testing.TB, name string) []byte {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(fixture(t, name), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["accepted_at"], _ = json.Marshal(time.Now().UTC())
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// enqueueRaw enqueues a task with this exact payload on the test's queue.
+func (b *bundle) enqueueRaw(t testing.TB, typ, taskID string, payload []byte, opts ...asynq.Option) {
+	t.Helper()
+	ac := asynq.NewClient(b.redis)
+	defer ac.Close()
+	opts = append([]asynq.Option{asynq.Queue(b.queue), asynq.TaskID(taskID)}, opts...)
+	if _, err := ac.EnqueueContext(t.Context(), asynq.NewTask(typ, payload, opts...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFutureMinorPayloadDelivered: a v1 dispatch written by a newer release, with fields this
+// worker does not know (top level and inside a reference), is delivered end to end: one email,
+// a sent receipt, the producer's sealed secret used, nothing rejected.
+func TestFutureMinorPayloadDelivered(t *testing.T) {
+	t.Parallel()
+	b := setup(t).start()
+	b.enqueueRaw(t, tasks.TypeDispatch, tasks.DispatchTaskID(fixtureDispatchID, 0), acceptedNow(t, "dispatch_v1_future_minor.json"))
+	waitFor(t, 15*time.Second, "the dispatch to be sent (or rejected)", func() bool {
+		if rt, _ := b.store.ListRejectedTasks(t.Context(), 1); len(rt) > 0 {
+			t.Fatalf("the payload was rejected: %s", rt[0].Reason)
+		}
+		for _, r := range b.receipts(fixtureDispatchID) {
+			if r.Status == receipts.ReceiptSent {
+				return true
+			}
+		}
+		return false
+	})
+	b.waitIdle()
+	msgs := b.smtp.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d emails, want 1", len(msgs))
+	}
+	if !strings.Contains(msgs[0].Text, "tok-fixture-secret") {
+		t.Errorf("the producer's sealed reset token is not in the email:\n%s", msgs[0].Text)
+	}
+	if rt, _ := b.store.ListRejectedTasks(t.Context(), 10); len(rt) != 0 {
+		t.Fatalf("rejected: %+v", rt)
+	}
+}
+
+// TestFutureMinorDeliverPayloadDelivered: the same for a herald:deliver task.
+func TestFutureMinorDeliverPayloadDelivered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *tasks.Config) {
+		c.DisableInline = true
+		c.RequeueAfter = time.Hour // the promoter leaves the receipt to the task below
+	}))
+	id := b.dispatchTx(t, "42")
+	b.fanOutNow(t, id) // enqueues the deliver task; the worker is not running yet
+	r := b.receipts(id)[0]
+	// The task a newer release wrote takes the place of the one this release wrote.
+	taskID := tasks.DeliverTaskID(r.ID, r.Attempt)
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	if err := insp.DeleteTask(b.queue, taskID); err != nil {
+		t.Fatalf("delete the fan-out's deliver task %s: %v", taskID, err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(fixture(t, "deliver_v1_future_minor.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["receipt_id"], _ = json.Marshal(r.ID)
+	m["attempt"], _ = json.Marshal(r.Attempt)
+	b.enqueueRaw(t, tasks.TypeDeliver, taskID, []byte(mustJSON(t, m)))
+	b.start()
+	b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+	b.waitIdle()
+	if n := len(b.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails, want 1", n)
+	}
+	if rt, _ := b.store.ListRejectedTasks(t.Context(), 10); len(rt) != 0 {
+		t.Fatalf("rejected: %+v", rt)
+	}
+}
+
+// newerPayloads reads herald_newer_payloads_total by task type.
+func newerPayloads(t testing.TB, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "herald_newer_payloads_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "task_type" {
+					out[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
+// keptPayload reads the payload kept in rejected task row id (nil when none was kept).
+func (b *bundle) keptPayload(t testing.TB, id int64) []byte {
+	t.Helper()
+	var p []byte
+	if err := b.pool.QueryRow(t.Context(), `SELECT payload FROM herald.rejected_tasks WHERE id = $1`, id).Scan(&p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newerWorker is a test stand-in for a worker of the next release: an asynq server on the
+// test's queue that understands payload version 2 and reports every task it takes.
+func (b *bundle) newerWorker(t testing.TB) <-chan *asynq.Task {
+	t.Helper()
+	taken := make(chan *asynq.Task, 10)
+	handle := func(_ context.Context, task *asynq.Task) error {
+		var env struct{ V int }
+		if err := json.Unmarshal(task.Payload(), &env); err != nil || env.V != 2 {
+			t.Errorf("the newer worker got a payload it was not written for: %s", task.Payload())
+		}
+		taken <- task
+		return nil
+	}
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(tasks.TypeDispatch, handle)
+	mux.HandleFunc(tasks.TypeDeliver, handle)
+	srv := asynq.NewServer(b.redis, asynq.Config{Queues: map[string]int{b.queue: 1}, Concurrency: 2,
+		TaskCheckInterval: 50 * time.Millisecond, DelayedTaskCheckInterval: 200 * time.Millisecond, LogLevel: asynq.ErrorLevel})
+	if err := srv.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return taken
+}
+
+// TestNewerPayloadHeldThenRequeued: a v2 task (dispatch and deliver) is not rejected on sight: it
+// is retried for about NewerPayloadFor (warn-level logs naming the versions, counted), then held
+// in herald.rejected_tasks with its payload and a reason, never delivered and never logged as an
+// error. Once the fleet is upgraded, RequeueRejected hands the kept payload to a newer worker and
+// the row is gone.
+func TestNewerPayloadHeldThenRequeued(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	b := setup(t, withConfig(func(c *tasks.Config) {
+		c.NewerPayloadFor = time.Second // two retries half a second apart
+		c.Metrics = reg
+	}))
+	if got := newerPayloads(t, reg); len(got) != 2 || got[tasks.TypeDispatch] != 0 || got[tasks.TypeDeliver] != 0 {
+		t.Fatalf("herald_newer_payloads_total at start-up: %v, want both task types at 0", got)
+	}
+	b.start()
+	payloads := map[string][]byte{tasks.TypeDispatch: fixture(t, "dispatch_v2.json"), tasks.TypeDeliver: fixture(t, "deliver_v2.json")}
+	for typ, p := range payloads {
+		b.enqueueRaw(t, typ, "v2-"+typ, p, asynq.MaxRetry(2))
+	}
+	var rows []receipts.RejectedTask
+	waitFor(t, 30*time.Second, "both v2 tasks to be held", func() bool {
+		rows, _ = b.store.ListRejectedTasks(t.Context(), 10)
+		return len(rows) == 2
+	})
+	b.waitIdle()
+	for _, r := range rows {
+		if !r.Requeueable || r.Queue != b.queue || r.TaskID != "v2-"+r.TaskType {
+			t.Errorf("held row %+v", r)
+		}
+		for _, want := range []string{"payload version 2 is newer than this worker understands (version 1)", "3 tries",
+			"enqueue rejected requeue ID"} {
+			if !strings.Contains(r.Reason, want) {
+				t.Errorf("%s: reason %q does not say %q", r.TaskType, r.Reason, want)
+			}
+		}
+		if kept := b.keptPayload(t, r.ID); !bytes.Equal(kept, payloads[r.TaskType]) {
+			t.Errorf("%s: kept payload %q, want %q", r.TaskType, kept, payloads[r.TaskType])
+		}
+	}
+	// Three runs each: two handed back to asynq, the last one held.
+	if got := newerPayloads(t, reg); got[tasks.TypeDispatch] != 3 || got[tasks.TypeDeliver] != 3 {
+		t.Errorf("herald_newer_payloads_total = %v, want 3 runs of each task type", got)
+	}
+	logs := b.logs.String()
+	if strings.Contains(logs, `"level":"error"`) {
+		t.Errorf("a newer payload was logged as an error:\n%s", logs)
+	}
+	if !strings.Contains(logs, `"payload_version":2`) || !strings.Contains(logs, `"understood_version":1`) ||
+		!strings.Contains(logs, "handed back to asynq for a newer worker") {
+		t.Errorf("the retries were not logged with the versions:\n%s", logs)
+	}
+	if n := len(b.smtp.Messages()); n != 0 {
+		t.Fatalf("%d emails sent", n)
+	}
+	var dispatches int
+	if err := b.pool.QueryRow(t.Context(), `SELECT count(*) FROM herald.dispatches`).Scan(&dispatches); err != nil || dispatches != 0 {
+		t.Fatalf("a v2 dispatch was recorded by a v1 worker: %d rows (%v)", dispatches, err)
+	}
+
+	// The fleet is upgraded: the old worker stops, a newer one runs, the operator requeues.
+	b.worker.Shutdown()
+	taken := b.newerWorker(t)
+	c := b.requeueClient(t)
+	requeued := map[string]bool{}
+	for _, r := range rows {
+		taskID, err := c.RequeueRejected(t.Context(), r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if taskID == r.TaskID || requeued[taskID] {
+			t.Errorf("requeue of %d reused task id %q", r.ID, taskID)
+		}
+		requeued[taskID] = true
+	}
+	for range rows {
+		select {
+		case task := <-taken:
+			if !bytes.Equal(task.Payload(), payloads[task.Type()]) {
+				t.Errorf("the newer worker got %s %q, want %q", task.Type(), task.Payload(), payloads[task.Type()])
+			}
+			delete(payloads, task.Type())
+		case <-time.After(30 * time.Second):
+			t.Fatal("timed out waiting for the newer worker to take the requeued tasks")
+		}
+	}
+	if rt, _ := b.store.ListRejectedTasks(t.Context(), 10); len(rt) != 0 {
+		t.Fatalf("rows left after requeue: %+v", rt)
+	}
+	if _, err := c.RequeueRejected(t.Context(), rows[0].ID); !errors.Is(err, receipts.ErrNotFound) {
+		t.Fatalf("second requeue of %d: %v, want receipts.ErrNotFound", rows[0].ID, err)
+	}
+}
+
+// requeueClient is a producer client with PostgreSQL, as RequeueRejected needs.
+func (b *bundle) requeueClient(t testing.TB) *tasks.Client {
+	t.Helper()
+	c, err := tasks.NewClient(tasks.ClientConfig{Redis: b.redis, DB: b.pool, SecretKeys: secretKeys, Queue: b.queue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// TestNewerWorkerTakesRetriedPayload: while an old worker retries a v2 task, a newer worker on
+// the same queue takes it; nothing is held.
+func TestNewerWorkerTakesRetriedPayload(t *testing.T) {
+	t.Parallel()
+	// Retries half a second apart, far fewer than the retries allow: the old worker never holds it.
+	b := setup(t, withConfig(func(c *tasks.Config) { c.NewerPayloadFor = 500 * time.Second })).start()
+	payload := fixture(t, "dispatch_v2.json")
+	b.enqueueRaw(t, tasks.TypeDispatch, "v2-rolling", payload, asynq.MaxRetry(1000))
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	waitFor(t, 15*time.Second, "the old worker to hand the task back to asynq", func() bool {
+		info, err := insp.GetTaskInfo(b.queue, "v2-rolling")
+		return err == nil && info.Retried >= 1
+	})
+	taken := b.newerWorker(t)
+	select {
+	case task := <-taken:
+		if !bytes.Equal(task.Payload(), payload) {
+			t.Fatalf("the newer worker got %q, want %q", task.Payload(), payload)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("timed out waiting for the newer worker to take the task")
+	}
+	b.waitIdle()
+	if rt, _ := b.store.ListRejectedTasks(t.Context(), 10); len(rt) != 0 {
+		t.Fatalf("held or rejected although a newer worker took it: %+v", rt)
+	}
+	if logs := b.logs.String(); strings.Contains(logs, `"level":"error"`) {
+		t.Errorf("error-level log:\n%s", logs)
+	}
+}
+
+// TestNewerPayloadWithoutRetriesHeldAtOnce: a task that allows no retries (Herald's producers
+// always set some) is held on its first run, payload kept.
+func TestNewerPayloadWithoutRetriesHeldAtOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	payload := fixture(t, "deliver_v2.json")
+	// Outside an asynq server there is no retry to wait for either.
+	if err := b.worker.HandleDeliver(t.Context(), asynq.NewTask(tasks.TypeDeliver, payload)); !errors.Is(err, asynq.RevokeTask) {
+		t.Fatalf("HandleDeliver = %v, want asynq.RevokeTask", err)
+	}
+	rt, err := b.store.ListRejectedTasks(t.Context(), 10)
+	if err != nil || len(rt) != 1 || !rt[0].Requeueable || !strings.Contains(rt[0].Reason, "at once") {
+		t.Fatalf("rows %+v (%v)", rt, err)
+	}
+	if kept := b.keptPayload(t, rt[0].ID); !bytes.Equal(kept, payload) {
+		t.Fatalf("kept %q", kept)
+	}
+}
+
+// TestRequeueRejectedRefusals: a malformed payload is rejected without its payload, and requeuing
+// it is a *NoPayloadError that leaves the row; a requeue whose enqueue fails leaves the row too.
+func TestRequeueRejectedRefusals(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	if err := b.worker.HandleDispatch(ctx, asynq.NewTask(tasks.TypeDispatch, []byte(`{"dispatch_id":"`+fixtureDispatchID+`"}`))); !errors.Is(err, asynq.RevokeTask) {
+		t.Fatalf("HandleDispatch = %v, want asynq.RevokeTask", err)
+	}
+	if err := b.worker.HandleDispatch(ctx, asynq.NewTask(tasks.TypeDispatch, fixture(t, "dispatch_v2.json"))); !errors.Is(err, asynq.RevokeTask) {
+		t.Fatalf("HandleDispatch = %v, want asynq.RevokeTask", err)
+	}
+	rt, err := b.store.ListRejectedTasks(ctx, 10)
+	if err != nil || len(rt) != 2 {
+		t.Fatalf("rows %+v (%v)", rt, err)
+	}
+	held, malformed := rt[0], rt[1] // newest first
+	if malformed.Requeueable || !strings.Contains(malformed.Reason, "no payload version") || b.keptPayload(t, malformed.ID) != nil {
+		t.Fatalf("malformed row %+v", malformed)
+	}
+	c := b.requeueClient(t)
+	_, err = c.RequeueRejected(ctx, malformed.ID)
+	var np *tasks.NoPayloadError
+	if !errors.As(err, &np) || np.ID != malformed.ID || !strings.Contains(err.Error(), "kept no payload") {
+		t.Fatalf("requeue of a malformed row: %v, want a *NoPayloadError", err)
+	}
+
+	// Redis refuses: the held row stays, payload and all.
+	down, err := tasks.NewClient(tasks.ClientConfig{Redis: asynq.RedisClientOpt{Addr: "127.0.0.1:1"}, DB: b.pool, SecretKeys: secretKeys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	if _, err := down.RequeueRejected(ctx, held.ID); err == nil {
+		t.Fatal("requeue through an unreachable Redis succeeded")
+	}
+	if rt, _ := b.store.ListRejectedTasks(ctx, 10); len(rt) != 2 || b.keptPayload(t, held.ID) == nil {
+		t.Fatalf("a failed requeue changed the rows: %+v", rt)
+	}
+}
+
+// TestNewerPayloadRetriesSpanNewerPayloadFor: the retries of a newer payload are spread over
+// NewerPayloadFor: with four retries allowed and an hour to wait, the next try is 15 minutes out.
+func TestNewerPayloadRetriesSpanNewerPayloadFor(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *tasks.Config) { c.NewerPayloadFor = time.Hour })).start()
+	b.enqueueRaw(t, tasks.TypeDeliver, "v2-spread", fixture(t, "deliver_v2.json"), asynq.MaxRetry(4))
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	var info *asynq.TaskInfo
+	waitFor(t, 15*time.Second, "the worker to hand the task back to asynq", func() bool {
+		var err error
+		info, err = insp.GetTaskInfo(b.queue, "v2-spread")
+		return err == nil && info.State == asynq.TaskStateRetry
+	})
+	if in := time.Until(info.NextProcessAt); in < 14*time.Minute || in > 15*time.Minute {
+		t.Fatalf("next try in %v, want 15m (NewerPayloadFor / MaxRetry)", in)
+	}
+	if info.Retried != 1 || !strings.Contains(info.LastErr, "payload version 2 is newer") {
+		t.Fatalf("retried %d, last error %q", info.Retried, info.LastErr)
+	}
+}
