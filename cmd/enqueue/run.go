@@ -33,13 +33,14 @@ type root struct {
 	Cancel     cancelCmd     `cmd:"" help:"Cancel a dispatch at any stage: still queued in Redis, waiting to retry, fanning out, or with deliveries that have not started. A delivery being sent finishes."`
 	Dispatches dispatchesCmd `cmd:"" help:"List dispatches, newest first (--status failed: those whose fan-out failed, with the reason)."`
 	Receipts   receiptsCmd   `cmd:"" help:"Inspect and cancel receipts (deliveries)."`
-	Rejected   rejectedCmd   `cmd:"" help:"List rejected tasks: payloads too broken to have a dispatch row, and tasks naming a dispatch or receipt that does not exist."`
+	Rejected   rejectedCmd   `cmd:"" help:"List rejected tasks (payloads too broken to have a dispatch row, tasks naming a dispatch or receipt that does not exist, tasks held for a newer worker); requeue a held one."`
 	Mailbox    mailboxCmd    `cmd:"" help:"Read the development mailbox (HERALD_SMTP_URL=capture://)."`
+	Erase      eraseCmd      `cmd:"" help:"Erase one recipient's personal data from every Herald table and from the queued tasks; keeps what proves a delivery happened, and writes an audit row."`
 	Help       cli.Help      `cmd:"" help:"Show this usage, or one command's: enqueue help receipts list."`
 }
 
 // description is the top of `enqueue --help`.
-const description = `Herald's ops CLI: dispatch events, inspect dispatches, receipts and the development mailbox.
+const description = `Herald's ops CLI: dispatch events, inspect dispatches, receipts and the development mailbox, erase a recipient's personal data.
 
 Settings come from HERALD_* variables, else from .herald/dev.env (written by make run; looked for in the current folder and its parents up to the repository root, then in the checkout holding this binary), or from --env-file FILE.
 
@@ -88,19 +89,48 @@ type cancelCmd struct {
 }
 
 type rejectedCmd struct {
+	List    rejectedListCmd    `cmd:"" default:"withargs" help:"List rejected tasks, newest first (the default: enqueue rejected)."`
+	Requeue rejectedRequeueCmd `cmd:"" help:"Enqueue again a task held for a newer worker (its payload was kept), once the fleet is upgraded."`
+}
+
+type rejectedListCmd struct {
 	Limit int `help:"How many, newest first." default:"20"`
+}
+
+type rejectedRequeueCmd struct {
+	ID int64 `arg:"" help:"The rejected task's id (enqueue rejected shows it)."`
 }
 
 // Help is the detail of `enqueue rejected --help`.
 func (rejectedCmd) Help() string {
 	return "A rejected task is one that could not become a dispatch or a receipt row: its payload was too broken to " +
-		"decode (it is not kept, only its size and SHA-256), or it named a dispatch or receipt that does not exist. " +
+		"decode (it is not kept, only its size and SHA-256), or it named a dispatch or receipt that does not exist, " +
+		"or its payload has a newer version than the workers understood for HERALD_NEWER_PAYLOAD_FOR (its payload is " +
+		"kept: enqueue rejected requeue ID enqueues it again once the fleet is upgraded). " +
 		"A dispatch or a delivery that failed (a missing application row, a refused address, attempts exhausted) is " +
 		"not listed here: see enqueue dispatches --status failed and enqueue receipts list --status failed."
 }
 
 type receiptShowCmd struct {
 	ID string `arg:"" help:"Receipt id."`
+}
+
+type eraseCmd struct {
+	Recipient string `required:"" help:"The recipient: an address (any letter case) or a recipient id." placeholder:"ADDRESS_OR_ID"`
+	Actor     string `help:"Who asks for the erasure, recorded in the audit log." default:"cli"`
+}
+
+// Help is the detail of `enqueue erase --help`.
+func (eraseCmd) Help() string {
+	return "Deletes or irreversibly redacts what Herald holds about one recipient: their deliveries lose the recipient, " +
+		"recipient id and subject, and their address and name are cut out of errors and replies; deliveries to them that " +
+		"have not started are canceled; dispatches lose the variables and secrets naming them (open ones are canceled); " +
+		"their captured mail is deleted; rejected tasks lose the reason and kept payload naming them; dispatch tasks " +
+		"naming them that still wait in the queue (HERALD_QUEUE) are canceled and deleted. Ids, times, states, attempts " +
+		"and Message-IDs stay, so a delivery can still be proven. One audit row records the actor and the counts, never " +
+		"the address. A delivery being sent right now cannot be taken back: it is left as it is, and the command fails " +
+		"asking to run it again once it has settled; running it again is always safe. Erase the person in the " +
+		"application first, or new dispatches will name them again."
 }
 
 type mailboxCmd struct {
@@ -160,12 +190,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return r.Receipts.Cancel.run(ctx, e)
 	case "cancel <id>":
 		return r.Cancel.run(ctx, e)
-	case "rejected":
-		return r.Rejected.run(ctx, e)
+	case "rejected", "rejected list":
+		return r.Rejected.List.run(ctx, e)
+	case "rejected requeue <id>":
+		return r.Rejected.Requeue.run(ctx, e)
 	case "mailbox list":
 		return r.Mailbox.List.run(ctx, e)
 	case "mailbox show <id>":
 		return r.Mailbox.Show.run(ctx, e)
+	case "erase":
+		return r.Erase.run(ctx, e)
 	}
 	return fmt.Errorf("unknown command %q", kctx.Command())
 }
@@ -764,7 +798,7 @@ func reason(s string) string {
 	return "  — " + s
 }
 
-func (c *rejectedCmd) run(ctx context.Context, e *env) error {
+func (c *rejectedListCmd) run(ctx context.Context, e *env) error {
 	store, done, err := e.store(ctx)
 	if err != nil {
 		return err
@@ -782,11 +816,12 @@ func (c *rejectedCmd) run(ctx context.Context, e *env) error {
 		Reason        string    `json:"reason"`
 		PayloadSize   int       `json:"payload_size"`
 		PayloadSHA256 string    `json:"payload_sha256"`
+		Requeueable   bool      `json:"requeueable"`
 		At            time.Time `json:"created_at"`
 	}
 	rows := []row{}
 	for _, t := range rt {
-		rows = append(rows, row{t.ID, t.TaskType, t.TaskID, t.Queue, t.Reason, t.PayloadSize, t.PayloadSHA256, t.CreatedAt})
+		rows = append(rows, row{t.ID, t.TaskType, t.TaskID, t.Queue, t.Reason, t.PayloadSize, t.PayloadSHA256, t.Requeueable, t.CreatedAt})
 	}
 	return e.print(rows, func(w io.Writer) {
 		if len(rt) == 0 {
@@ -794,7 +829,121 @@ func (c *rejectedCmd) run(ctx context.Context, e *env) error {
 			return
 		}
 		for _, t := range rt {
-			fmt.Fprintf(w, "%s  %-15s %-50s %s\n", t.CreatedAt.Local().Format(time.DateTime), t.TaskType, t.TaskID, t.Reason)
+			held := ""
+			if t.Requeueable {
+				held = "[requeueable] "
+			}
+			fmt.Fprintf(w, "%-6d %s  %-15s %-50s %s%s\n", t.ID, t.CreatedAt.Local().Format(time.DateTime), t.TaskType, t.TaskID, held, t.Reason)
 		}
 	})
+}
+
+func (c *rejectedRequeueCmd) run(ctx context.Context, e *env) error {
+	ropt, err := e.redis()
+	if err != nil {
+		return err
+	}
+	if err := cli.PingRedis(ctx, ropt); err != nil {
+		return err
+	}
+	pool, err := e.db(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	keys, err := e.need("HERALD_SECRET_KEYS", "set it to the workers' kid:base64key list")
+	if err != nil {
+		return err
+	}
+	client, err := tasks.NewClient(tasks.ClientConfig{Redis: ropt, DB: pool, SecretKeys: keys, Queue: e.queue()})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = client.Close() }()
+	taskID, err := client.RequeueRejected(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	v := struct {
+		ID     int64  `json:"id"`
+		TaskID string `json:"task_id"`
+	}{c.ID, taskID}
+	return e.print(v, func(w io.Writer) { fmt.Fprintf(w, "requeued rejected task %d as task %s\n", c.ID, taskID) })
+}
+
+// errEraseIncomplete is returned when an erasure left rows that were still changing.
+var errEraseIncomplete = errors.New("erasure incomplete")
+
+func (c *eraseCmd) run(ctx context.Context, e *env) error {
+	who := strings.TrimSpace(c.Recipient)
+	if who == "" {
+		return errors.New("--recipient is empty: give an address or a recipient id")
+	}
+	ropt, err := e.redis()
+	if err != nil {
+		return err
+	}
+	if err := cli.PingRedis(ctx, ropt); err != nil {
+		return err
+	}
+	store, done, err := e.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	// Redis first: the addresses come from the receipts, which the erasure then redacts.
+	addrs, err := store.RecipientAddresses(ctx, who)
+	if err != nil {
+		return err
+	}
+	q, err := tasks.EraseQueued(ctx, ropt, store, e.queue(), addrs)
+	if err != nil {
+		return err
+	}
+	er, err := store.EraseRecipient(ctx, receipts.EraseRequest{Who: who, Actor: c.Actor, QueuedDeleted: q.Deleted, QueuedActive: q.Active})
+	if err != nil {
+		return err
+	}
+	v := struct {
+		receipts.Erasure
+		Complete bool `json:"complete"`
+	}{er, er.Complete()}
+	if err := e.print(v, func(w io.Writer) { printErasure(w, er, c.Actor) }); err != nil {
+		return err
+	}
+	if er.Complete() {
+		return nil
+	}
+	// Never the address or id in a message: errors end up in logs.
+	fmt.Fprintf(e.errOut, "warning: %d deliver%s being sent or fanned out, %d dispatch%s still open and %d queued task%s running "+
+		"were left as they are: they cannot be taken back while they change\n",
+		er.InFlight, plural(er.InFlight), er.OpenDispatches, pluralES(er.OpenDispatches), er.QueuedActive, pluralS(er.QueuedActive))
+	return fmt.Errorf("%w: run the same enqueue erase again once they have settled (a few seconds; a fan-out in progress, minutes)",
+		errEraseIncomplete)
+}
+
+// printErasure prints what an erasure did, table by table.
+func printErasure(w io.Writer, er receipts.Erasure, actor string) {
+	fmt.Fprintf(w, "erasure recorded as audit entry %d (actor %s)\n", er.AuditID, actor)
+	fmt.Fprintf(w, "  receipts        %d erased, %d canceled before sending, %d of other recipients redacted\n",
+		er.ReceiptsErased, er.ReceiptsCanceled, er.ReceiptsRedacted)
+	fmt.Fprintf(w, "  dispatches      %d redacted, %d canceled, secrets dropped from %d\n",
+		er.DispatchesRedacted, er.DispatchesCanceled, er.SecretsDropped)
+	fmt.Fprintf(w, "  dev_mailbox     %d deleted, %d redacted\n", er.MailDeleted, er.MailRedacted)
+	fmt.Fprintf(w, "  rejected_tasks  %d redacted, %d kept payload%s dropped\n", er.RejectedRedacted, er.PayloadsDropped, pluralS(er.PayloadsDropped))
+	fmt.Fprintf(w, "  queue           %d queued dispatch%s canceled and deleted\n", er.QueuedDeleted, pluralES(er.QueuedDeleted))
+}
+
+func pluralS(n int64) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func pluralES(n int64) string {
+	if n == 1 {
+		return ""
+	}
+	return "es"
 }

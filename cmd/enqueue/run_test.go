@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/examples"
@@ -50,7 +52,8 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	b := &bundle{env: map[string]string{}}
 	for _, args := range [][]string{{"--help"}, {"dispatch", "--help"}, {"status", "--help"}, {"receipts", "show", "--help"},
 		{"mailbox", "list", "--help"}, {"mailbox", "show", "--help"}, {"cancel", "--help"}, {"receipts", "cancel", "--help"},
-		{"rejected", "--help"}, {"dispatches", "--help"}, {"receipts", "list", "--help"}, {"help"}, {"help", "dispatch"}} {
+		{"rejected", "--help"}, {"dispatches", "--help"}, {"receipts", "list", "--help"}, {"help"}, {"help", "dispatch"},
+		{"erase", "--help"}} {
 		out, err := b.run(t, args...)
 		if err != nil || !strings.Contains(out, "Usage: enqueue") {
 			t.Errorf("%v: %v\n%s", args, err, out)
@@ -76,6 +79,9 @@ func TestBadInput(t *testing.T) {
 		{args: []string{"status", "01a2203a-c569-7ae3-b0c8-f27792223ad5"}, want: "not found"},
 		{args: []string{"receipts", "show", "01a2203a-c569-7ae3-b0c8-f27792223ad5"}, want: "not found"},
 		{args: []string{"mailbox", "show", "99"}, want: "not found"},
+		{args: []string{"erase"}, want: "--recipient"},
+		{args: []string{"erase", "--recipient", " "}, want: "--recipient is empty"},
+		{args: []string{"erase", "--recipient", "a@b"}, env: map[string]string{"HERALD_REDIS_URL": ""}, want: "HERALD_REDIS_URL is not set"},
 	} {
 		saved := map[string]string{}
 		for k, v := range tc.env {
@@ -322,6 +328,7 @@ func TestJSONKeysAreSnakeCase(t *testing.T) {
 		{"dispatch", "accounts.password_reset", "--ref", "user=users/42"},
 		{"status", id}, {"receipts", "show", rid}, {"receipts", "list"}, {"dispatches"},
 		{"mailbox", "list"}, {"mailbox", "show", "1"}, {"rejected"}, {"receipts", "cancel", rid}, {"cancel", id},
+		{"erase", "--recipient", "b@x"},
 	} {
 		out, err := b.run(t, append([]string{"--json"}, args...)...)
 		if err != nil {
@@ -466,7 +473,8 @@ func TestListDispatchesAndReceipts(t *testing.T) {
 func TestUsage(t *testing.T) {
 	t.Parallel()
 	b := &bundle{env: map[string]string{}}
-	all := []string{"dispatch", "status", "cancel", "rejected", "dispatches", "receipts show", "receipts list", "receipts cancel", "mailbox list", "mailbox show"}
+	all := []string{"dispatch", "status", "cancel", "rejected", "dispatches", "receipts show", "receipts list", "receipts cancel", "mailbox list",
+		"mailbox show", "erase"}
 	for _, tc := range []struct {
 		args    []string
 		fail    bool
@@ -562,4 +570,165 @@ func (b *bundle) store(t *testing.T) *receipts.Store {
 	}
 	t.Cleanup(pool.Close)
 	return receipts.New(pool)
+}
+
+// TestErase erases a recipient everywhere Herald keeps them — a delivery sent, one being sent, a
+// dispatch recorded with their address, captured mail, a dispatch still queued in Redis — and
+// checks the report, the warning and exit status while a delivery is in flight, the second run
+// that finishes the job, and that the audit row names nobody.
+func TestErase(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	store := b.store(t)
+	addr := strings.ToUpper("canary." + strings.TrimPrefix(testenv.Name("c"), "c_") + "@example.net")
+	name := "Nym" + strings.TrimPrefix(testenv.Name("c"), "c_")
+	out, err := b.run(t, "dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/42", "--var", "cc="+addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := strings.TrimSpace(out)
+	out, err = b.run(t, "dispatch", "accounts.password_reset", "--ref", "user=users/42", "--var", "cc="+addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := strings.TrimSpace(out)
+	var sent, sending string
+	for _, key := range []string{"email", "reminder"} {
+		id := uuid.Must(uuid.NewV7()).String()
+		if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: id, DispatchID: named, EventID: "accounts.password_reset", ChannelKey: key,
+			Transport: "email", RecipientID: "42", Recipient: receipts.Recipient{Address: strings.ToLower(addr), Name: name}, MaxAttempts: 3,
+			Status: receipts.ReceiptSending, ClaimFor: time.Minute, DueAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}}); err != nil {
+			t.Fatal(err)
+		}
+		if key == "email" {
+			sent = id
+		} else {
+			sending = id
+		}
+	}
+	if _, err := store.FinishReceipt(ctx, sent, 1, receipts.Outcome{Status: receipts.ReceiptSent, Subject: "Hello " + name,
+		MessageID: "<" + sent + "@x>", ProviderResponse: "250 OK"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.InsertMail(ctx, receipts.Mail{ReceiptID: sent, MessageID: "<" + sent + "@x>", From: "a@x", To: name + " <" + addr + ">",
+		Subject: "Hello " + name, Text: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	// A delivery is being sent: it is left, the command says so and fails.
+	out, err = b.run(t, "erase", "--recipient", addr, "--actor", "dpo")
+	if err == nil || !strings.Contains(err.Error(), "run the same enqueue erase again") || !strings.Contains(out, "1 delivery being sent") ||
+		!strings.Contains(out, "1 erased") || !strings.Contains(out, "1 queued dispatch canceled and deleted") {
+		t.Fatalf("erase with a delivery in flight: %v\n%s", err, out)
+	}
+	if strings.Contains(strings.ToLower(out+err.Error()), strings.ToLower(addr)) {
+		t.Errorf("the output repeats the address:\n%s", out)
+	}
+	if st, _ := store.Status(ctx, receipts.KindDispatch, queued); st != receipts.DispatchCanceled {
+		t.Errorf("the dispatch queued in Redis: %q, want a canceled tombstone", st)
+	}
+	if queuedNow, err := (&env{getenv: func(k string) string { return b.env[k] }}).queued(ctx, queued); err != nil || queuedNow {
+		t.Errorf("the dispatch naming them is still queued in Redis: %v %v", queuedNow, err)
+	}
+	// It settles; the same erasure again finishes the job.
+	if _, err := store.FinishReceipt(ctx, sending, 1, receipts.Outcome{Status: receipts.ReceiptSent, Subject: "Hello " + name,
+		ProviderResponse: "250 OK for " + addr}); err != nil {
+		t.Fatal(err)
+	}
+	out, err = b.run(t, "--json", "erase", "--recipient", strings.ToLower(addr))
+	var res struct {
+		AuditID        int64 `json:"audit_id"`
+		ReceiptsErased int64 `json:"receipts_erased"`
+		InFlight       int64 `json:"in_flight"`
+		Complete       bool  `json:"complete"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil || !res.Complete || res.ReceiptsErased != 1 || res.AuditID == 0 {
+		t.Fatalf("second erase: %v\n%s", err, out)
+	}
+	pool := b.pool(t)
+	for _, table := range []string{"receipts", "dispatches", "dev_mailbox", "rejected_tasks", "audit_log"} {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM herald.`+table+` t WHERE t::text ILIKE '%' || $1 || '%' OR t::text ILIKE '%' || $2 || '%'`,
+			addr, name).Scan(&n); err != nil || n != 0 {
+			t.Errorf("herald.%s: %d rows still hold the person (%v)", table, n, err)
+		}
+	}
+	r, err := store.GetReceipt(ctx, sent)
+	if err != nil || r.Status != receipts.ReceiptSent || r.MessageID != "<"+sent+"@x>" || r.SentAt == nil || r.RecipientID != "erased:"+sent {
+		t.Errorf("the sent delivery after the erasure: %+v %v", r, err)
+	}
+	var actors string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(actor || ':' || action, ',' ORDER BY id) FROM herald.audit_log`).Scan(&actors); err != nil ||
+		actors != "dpo:erase_recipient,cli:erase_recipient" {
+		t.Errorf("audit rows: %q %v", actors, err)
+	}
+}
+
+func (b *bundle) pool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(t.Context(), b.env["HERALD_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// TestRejectedRequeue: a task held for a newer worker is listed as requeueable and `rejected
+// requeue ID` enqueues its kept payload again on its queue, then the row is gone; a malformed
+// task kept no payload and cannot be requeued.
+func TestRejectedRequeue(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	store := b.store(t)
+	q := b.env["HERALD_QUEUE"]
+	payload := []byte(`{"v":2,"dispatch_id":"0190f5a8-0000-7000-8000-0000000000ab","shape":"new"}`)
+	held, err := store.HoldRejectedTask(ctx, "herald:dispatch", "dispatch:held:0", q, "payload version 2 is newer", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RecordRejectedTask(ctx, "herald:dispatch", "dispatch:broken:0", q, "malformed payload", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.run(t, "rejected", "--limit", "50")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("%d ", held)) || !strings.Contains(out, "[requeueable] payload version 2") {
+		t.Fatalf("rejected lists the held task with its id: %v\n%s", err, out)
+	}
+	rows, err := store.ListRejectedTasks(ctx, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var broken int64
+	for _, r := range rows {
+		if r.TaskID == "dispatch:broken:0" && r.Queue == q {
+			broken = r.ID
+		}
+	}
+	if out, err := b.run(t, "rejected", "requeue", strconv.FormatInt(broken, 10)); err == nil || !strings.Contains(err.Error(), "kept no payload") {
+		t.Fatalf("requeue of a malformed task: %v %q", err, out)
+	}
+	out, err = b.run(t, "--json", "rejected", "requeue", strconv.FormatInt(held, 10))
+	if err != nil {
+		t.Fatalf("requeue: %v %q", err, out)
+	}
+	var res struct {
+		TaskID string `json:"task_id"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.TaskID == "" {
+		t.Fatalf("requeue output %q: %v", out, err)
+	}
+	ropt, err := asynq.ParseRedisURI(b.env["HERALD_REDIS_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	insp := asynq.NewInspector(ropt)
+	defer insp.Close()
+	info, err := insp.GetTaskInfo(q, res.TaskID)
+	if err != nil || info.Type != "herald:dispatch" || !bytes.Equal(info.Payload, payload) {
+		t.Fatalf("the requeued task in queue %s: %+v %v", q, info, err)
+	}
+	if _, err := b.run(t, "rejected", "requeue", strconv.FormatInt(held, 10)); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("a second requeue of the same row: %v", err)
+	}
 }

@@ -1,0 +1,422 @@
+package receipts_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+)
+
+// canary is a person made up for one test: an address and a name found nowhere else, so a dump
+// of the database can be searched for them.
+type canary struct{ addr, name string }
+
+func newCanary() canary {
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	return canary{addr: "canary." + hex + "@example.net", name: "Nym" + hex}
+}
+
+// dumpHerald renders every row of every table of the herald schema as text, one line per row
+// prefixed by its table: columns are listed from information_schema, so a table added later is
+// covered without touching this test. bytea is rendered with encode(…, 'escape'), jsonb as text.
+func dumpHerald(t *testing.T, pool *pgxpool.Pool) []string {
+	t.Helper()
+	ctx := t.Context()
+	rows, err := pool.Query(ctx, `SELECT c.table_name, string_agg(
+		    CASE WHEN c.data_type = 'bytea' THEN format('COALESCE(encode(%I, ''escape''), '''')', c.column_name)
+		         ELSE format('COALESCE(%I::text, '''')', c.column_name) END, ', ' ORDER BY c.ordinal_position)
+		FROM information_schema.columns c JOIN information_schema.tables tb USING (table_schema, table_name)
+		WHERE c.table_schema = 'herald' AND tb.table_type = 'BASE TABLE' GROUP BY c.table_name ORDER BY c.table_name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type table struct{ name, cols string }
+	var tables []table
+	for rows.Next() {
+		var tb table
+		if err := rows.Scan(&tb.name, &tb.cols); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, tb)
+	}
+	if rows.Err() != nil || len(tables) < 5 {
+		t.Fatalf("herald tables: %v %v", tables, rows.Err())
+	}
+	var out []string
+	for _, tb := range tables {
+		rows, err := pool.Query(ctx, fmt.Sprintf(`SELECT concat_ws(' | ', %s) FROM herald.%q`, tb.cols, tb.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, tb.name+": "+line)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// assertGone fails the test for every row of the herald schema holding the canary's address or
+// name, in any letter case.
+func assertGone(t *testing.T, pool *pgxpool.Pool, c canary) {
+	t.Helper()
+	for _, line := range dumpHerald(t, pool) {
+		l := strings.ToLower(line)
+		if strings.Contains(l, strings.ToLower(c.addr)) || strings.Contains(l, strings.ToLower(c.name)) {
+			t.Errorf("the erased person survives in %s", line)
+		}
+	}
+}
+
+// assertPresent fails unless the dump holds s: proves the dump sees what the test seeded.
+func assertPresent(t *testing.T, pool *pgxpool.Pool, s string) {
+	t.Helper()
+	for _, line := range dumpHerald(t, pool) {
+		if strings.Contains(strings.ToLower(line), strings.ToLower(s)) {
+			return
+		}
+	}
+	t.Fatalf("%q is nowhere in the dump: the test seeded nothing to erase", s)
+}
+
+// seed is the world of one erasure test.
+type seed struct {
+	t     *testing.T
+	pool  *pgxpool.Pool
+	store *receipts.Store
+}
+
+func newSeed(t *testing.T) *seed {
+	pool := testenv.DB(t) // a database of its own: an erasure reads the whole schema
+	return &seed{t: t, pool: pool, store: receipts.New(pool)}
+}
+
+func (s *seed) exec(sql string, args ...any) {
+	s.t.Helper()
+	if _, err := s.pool.Exec(s.t.Context(), sql, args...); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// dispatch inserts a dispatch with vars, then moves it to st.
+func (s *seed) dispatch(vars string, st receipts.Status, actor, key string) string {
+	s.t.Helper()
+	id := newID()
+	res, err := s.store.InsertDispatch(s.t.Context(), receipts.NewDispatch{ID: id, EventID: "privacy.canary", Vars: json.RawMessage(vars),
+		Refs: []events.Ref{{Name: "user", Resource: "users", ID: "7"}}, Actor: actor, IdempotencyKey: key, Fingerprint: "fp-" + id,
+		Sealed: map[string]string{"token": "k1:sealed-value"}}, time.Hour)
+	if err != nil || res.Outcome != receipts.Inserted {
+		s.t.Fatalf("insert dispatch: %+v %v", res, err)
+	}
+	s.exec(`UPDATE herald.dispatches SET status = $2, minted = '{"code": {"sealed": "k1:minted"}}', fanout_progress = $3 WHERE id = $1`,
+		id, string(st), fmt.Sprintf(`{"channel": "email", "last_key": %q}`, key))
+	return id
+}
+
+// delivery inserts a receipt for rc (id, address, name) and, unless st is scheduled or
+// sending, records st as a worker does, with subject and reply.
+func (s *seed) delivery(dispatchID, channel string, rc events.Recipient, st receipts.Status, subject, reply string) string {
+	s.t.Helper()
+	ctx := s.t.Context()
+	id := newID()
+	nr := receipts.NewReceipt{ID: id, DispatchID: dispatchID, EventID: "privacy.canary", ChannelKey: channel, Transport: "email",
+		RecipientID: rc.Key(), Recipient: receipts.Recipient{Address: rc.Address, Name: rc.Name}, MaxAttempts: 3,
+		DueAt: time.Now().Add(-time.Second), ExpiresAt: time.Now().Add(time.Hour), Status: receipts.ReceiptSending, ClaimFor: time.Minute}
+	if st == receipts.ReceiptScheduled {
+		nr.Status, nr.ClaimFor, nr.DueAt = receipts.ReceiptScheduled, 0, time.Now().Add(24*time.Hour)
+		nr.ExpiresAt = nr.DueAt.Add(time.Hour)
+	}
+	if err := s.store.InsertReceipts(ctx, []receipts.NewReceipt{nr}); err != nil {
+		s.t.Fatal(err)
+	}
+	if st == receipts.ReceiptScheduled || st == receipts.ReceiptSending {
+		return id
+	}
+	s.finish(id, 1, st, subject, reply)
+	return id
+}
+
+func (s *seed) finish(id string, attempt int, st receipts.Status, subject, reply string) {
+	s.t.Helper()
+	o := receipts.Outcome{Status: st, Subject: subject, MessageID: "<" + id + "@herald.test>", ProviderResponse: reply}
+	if st != receipts.ReceiptSent {
+		o.LastError = reply
+	}
+	if _, err := s.store.FinishReceipt(s.t.Context(), id, attempt, o); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// rejected records a rejected task whose reason and kept payload hold text.
+func (s *seed) rejected(taskID, reason, payload string) {
+	s.t.Helper()
+	if err := s.store.RecordRejectedTask(s.t.Context(), "herald:dispatch", taskID, "q", reason, []byte(payload)); err != nil {
+		s.t.Fatal(err)
+	}
+	s.exec(`UPDATE herald.rejected_tasks SET payload = $2 WHERE id = (SELECT max(id) FROM herald.rejected_tasks WHERE task_id = $1)`,
+		taskID, []byte(payload))
+}
+
+func (s *seed) erase(who string) receipts.Erasure {
+	s.t.Helper()
+	er, err := s.store.EraseRecipient(s.t.Context(), receipts.EraseRequest{Who: who, Actor: "dpo@herald.test"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return er
+}
+
+// TestEraseRecipientLeavesNoTrace seeds the person in every table Herald has — sent and
+// scheduled deliveries, another person's message that names them, an open dispatch naming them,
+// captured mail, a rejected task with its payload — erases them by address in another letter
+// case, and searches a dump of the whole schema for them. What proves a delivery happened stays.
+func TestEraseRecipientLeavesNoTrace(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	ctx := t.Context()
+	c := newCanary()
+	upper := strings.ToUpper(c.addr)
+	ada := events.Recipient{ID: "7", Address: c.addr, Name: c.name}
+	bob := events.Recipient{ID: "8", Address: "bob@example.net", Name: "Bob"}
+
+	// Their own dispatch: sent now, a reminder scheduled tomorrow; the variables hold their
+	// name, address and a value of theirs that matches neither (a city).
+	own := s.dispatch(fmt.Sprintf(`{"greeting": "Hello %s", "to": %q, "city": "Lyon", "amount": 1.50, "list": ["%s"]}`, c.name, upper, c.name),
+		receipts.DispatchFannedOut, c.addr, "reset:"+c.addr)
+	sent := s.delivery(own, "email", ada, receipts.ReceiptSent, "Hello "+c.name, "250 2.0.0 OK queued for <"+upper+">")
+	later := s.delivery(own, "reminder", ada, receipts.ReceiptScheduled, "", "")
+	// A failed delivery: the relay's error names them.
+	failedD := s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", "")
+	failed := s.delivery(failedD, "email", ada, receipts.ReceiptFailed, "Hi "+c.name, "550 5.1.1 <"+c.addr+">: no such user")
+	// Bob's message about them: fanned out, Bob's copy sent, a reminder to Bob still scheduled.
+	about := s.dispatch(fmt.Sprintf(`{"about": "%s <%s>", "topic": "kept"}`, c.name, c.addr), receipts.DispatchFannedOut, "cli", "")
+	bobSent := s.delivery(about, "email", bob, receipts.ReceiptSent, "News about "+c.name, "250 OK")
+	bobLater := s.delivery(about, "reminder", bob, receipts.ReceiptScheduled, "", "")
+	// An open dispatch naming them: canceled.
+	open := s.dispatch(fmt.Sprintf(`{"cc": %q}`, c.addr), receipts.DispatchAccepted, "cli", "")
+	// An unrelated dispatch and delivery: untouched.
+	other := s.dispatch(`{"topic": "other"}`, receipts.DispatchFannedOut, "cli", "k-other")
+	otherSent := s.delivery(other, "email", bob, receipts.ReceiptSent, "Other news", "250 OK")
+	// Captured mail: theirs, and Bob's naming them.
+	for _, m := range []receipts.Mail{
+		{ReceiptID: sent, MessageID: "<" + sent + "@herald.test>", From: "noreply@herald.test", To: c.name + " <" + c.addr + ">",
+			Subject: "Hello " + c.name, Text: "Hello " + c.name, HTML: "<p>Hello " + c.name + "</p>"},
+		{ReceiptID: bobSent, MessageID: "<" + bobSent + "@herald.test>", From: "noreply@herald.test", To: "Bob <bob@example.net>",
+			Subject: "News about " + c.name, Text: "Write to " + upper, HTML: "<a href=\"mailto:" + c.addr + "\">" + c.name + "</a>"},
+	} {
+		if _, err := s.store.InsertMail(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Rejected tasks: one whose reason and kept payload name them, one of their dispatch, one not.
+	s.rejected("dispatch:"+newID()+":0", "payload v2 for "+c.addr, fmt.Sprintf(`{"v":2,"vars":{"to":%q}}`, upper))
+	s.rejected("dispatch:"+own+":0", "payload v2 held", `{"v":2,"dispatch_id":"`+own+`"}`)
+	s.rejected("dispatch:"+newID()+":0", "payload v2 held", `{"v":2,"vars":{"to":"bob@example.net"}}`)
+	assertPresent(t, s.pool, c.addr)
+	assertPresent(t, s.pool, c.name)
+
+	er := s.erase(upper)
+	assertGone(t, s.pool, c)
+	if !er.Complete() || er.ReceiptsErased != 3 || er.ReceiptsCanceled != 2 || er.DispatchesCanceled != 1 || er.MailDeleted != 1 ||
+		er.MailRedacted != 1 || er.PayloadsDropped != 2 || er.RejectedRedacted != 1 || er.ReceiptsRedacted != 1 || er.SecretsDropped != 2 {
+		t.Errorf("erasure = %+v", er)
+	}
+
+	// What proves a delivery happened stays: ids, times, states, attempts, Message-ID.
+	r, err := s.store.GetReceipt(ctx, sent)
+	if err != nil || r.Status != receipts.ReceiptSent || r.SentAt == nil || r.MessageID != "<"+sent+"@herald.test>" || r.Attempt != 1 ||
+		r.RecipientID != "erased:"+sent || r.Recipient != (receipts.Recipient{}) || r.Subject != receipts.Erased ||
+		r.ProviderResponse != "250 2.0.0 OK queued for <[erased]>" || r.DispatchID != own {
+		t.Errorf("the sent delivery after the erasure: %+v %v", r, err)
+	}
+	if r, _ := s.store.GetReceipt(ctx, later); r.Status != receipts.ReceiptCanceled || r.LastError != "recipient erased" {
+		t.Errorf("the scheduled delivery: %s %q, want canceled", r.Status, r.LastError)
+	}
+	if r, _ := s.store.GetReceipt(ctx, failed); r.Status != receipts.ReceiptFailed || r.LastError != "550 5.1.1 <[erased]>: no such user" {
+		t.Errorf("the failed delivery: %s %q", r.Status, r.LastError)
+	}
+	// Bob's delivery: untouched but for the mention; his reminder (rendered from variables that
+	// named them) canceled.
+	if r, _ := s.store.GetReceipt(ctx, bobSent); r.Status != receipts.ReceiptSent || r.RecipientID != "8" ||
+		r.Recipient.Address != "bob@example.net" || r.Recipient.Name != "Bob" || r.Subject != "News about [erased]" ||
+		r.ProviderResponse != "250 OK" || r.SentAt == nil {
+		t.Errorf("Bob's delivery: %+v", r)
+	}
+	if r, _ := s.store.GetReceipt(ctx, bobLater); r.Status != receipts.ReceiptCanceled {
+		t.Errorf("Bob's reminder naming them: %s, want canceled", r.Status)
+	}
+	if r, _ := s.store.GetReceipt(ctx, otherSent); r.Subject != "Other news" || r.RecipientID != "8" {
+		t.Errorf("an unrelated delivery changed: %+v", r)
+	}
+	d, _ := s.store.GetDispatch(ctx, own)
+	var vars map[string]any
+	_ = json.Unmarshal(d.Vars, &vars)
+	if vars["greeting"] != receipts.Erased || vars["city"] != receipts.Erased || vars["amount"] != 1.5 || d.Sealed != nil || d.Minted != nil ||
+		d.ScrubbedAt == nil || d.IdempotencyKey != "" || d.Actor != receipts.Erased || d.Fingerprint != "" || d.Progress != nil ||
+		d.Status != receipts.DispatchFannedOut || len(d.Refs) != 1 || d.Refs[0].ID != "7" {
+		t.Errorf("their dispatch: %+v vars %s", d, d.Vars)
+	}
+	d, _ = s.store.GetDispatch(ctx, about)
+	if string(d.Vars) != `{"about": "[erased]", "topic": "kept"}` || d.Status != receipts.DispatchFannedOut {
+		t.Errorf("Bob's dispatch: %s %s", d.Status, d.Vars)
+	}
+	if st, _ := s.store.Status(ctx, receipts.KindDispatch, open); st != receipts.DispatchCanceled {
+		t.Errorf("the open dispatch naming them: %s, want canceled", st)
+	}
+	if d, _ := s.store.GetDispatch(ctx, other); d.IdempotencyKey != "k-other" || d.Sealed == nil || d.Fingerprint == "" {
+		t.Errorf("an unrelated dispatch changed: %+v", d)
+	}
+	var kept int
+	_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM herald.rejected_tasks WHERE payload IS NOT NULL`).Scan(&kept)
+	if kept != 1 {
+		t.Errorf("%d kept payloads, want Bob's alone", kept)
+	}
+
+	// The audit row names the actor and counts, and nobody.
+	var actor, action string
+	var detail struct {
+		Receipts struct{ Erased int }
+		Mailbox  struct{ Deleted int } `json:"dev_mailbox"`
+		Complete bool
+	}
+	if err := s.pool.QueryRow(ctx, `SELECT actor, action, detail FROM herald.audit_log WHERE id = $1`, er.AuditID).Scan(&actor, &action, &detail); err != nil {
+		t.Fatal(err)
+	}
+	if actor != "dpo@herald.test" || action != "erase_recipient" || detail.Receipts.Erased != 3 || detail.Mailbox.Deleted != 1 || !detail.Complete {
+		t.Errorf("audit row: %s %s %+v", actor, action, detail)
+	}
+
+	// A second erasure finds nothing to do.
+	again := s.erase(c.addr)
+	again.AuditID = 0
+	if again != (receipts.Erasure{}) {
+		t.Errorf("second erasure = %+v, want all zero", again)
+	}
+}
+
+// TestEraseByRecipientIDErasesTheAddress: an id brings in the address its deliveries went to,
+// so the address goes from every table, including rows that never held the id.
+func TestEraseByRecipientIDErasesTheAddress(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	c := newCanary()
+	id := "user-" + strings.TrimPrefix(c.name, "Nym")
+	own := s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", "")
+	s.delivery(own, "email", events.Recipient{ID: id, Address: c.addr, Name: c.name}, receipts.ReceiptSent, "Hi "+c.name, "250 OK")
+	// A delivery to the same address with no id (keyed by the address), and a dispatch naming it.
+	noID := s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{Address: strings.ToUpper(c.addr)},
+		receipts.ReceiptSent, "Hi", "250 OK")
+	s.dispatch(fmt.Sprintf(`{"cc": %q}`, c.addr), receipts.DispatchFannedOut, "cli", "")
+	s.rejected("dispatch:"+newID()+":0", "held for "+c.addr, "{}")
+	assertPresent(t, s.pool, c.addr)
+
+	er := s.erase(id)
+	assertGone(t, s.pool, c)
+	if er.ReceiptsErased != 2 || er.DispatchesRedacted < 2 || er.RejectedRedacted != 1 || !er.Complete() {
+		t.Errorf("erasure by id = %+v", er)
+	}
+	if r, _ := s.store.GetReceipt(t.Context(), noID); r.RecipientID != "erased:"+noID {
+		t.Errorf("the delivery keyed by the address: recipient id %q", r.RecipientID)
+	}
+	if again := s.erase(id); again.ReceiptsErased+again.DispatchesRedacted+again.RejectedRedacted != 0 {
+		t.Errorf("second erasure by id = %+v", again)
+	}
+	// An id with no delivery, and no @: nothing is an address, nothing is touched.
+	if er := s.erase("nobody-" + id); er.DispatchesRedacted+er.ReceiptsErased != 0 {
+		t.Errorf("erasing an unknown id = %+v", er)
+	}
+}
+
+// TestEraseLeavesADeliveryBeingSent: a delivery being sent cannot be taken back, and its outcome
+// (subject, reply) is written after the erasure: it is left whole and counted, and the same
+// erasure run once it has settled finishes the job.
+func TestEraseLeavesADeliveryBeingSent(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	ctx := t.Context()
+	c := newCanary()
+	ada := events.Recipient{ID: "7", Address: c.addr, Name: c.name}
+	d := s.dispatch(fmt.Sprintf(`{"to": %q}`, c.addr), receipts.DispatchFannedOut, "cli", "")
+	sending := s.delivery(d, "email", ada, receipts.ReceiptSending, "", "")
+	done := s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", ada, receipts.ReceiptSent, "Hi "+c.name, "250 OK")
+
+	er := s.erase(c.addr)
+	if er.Complete() || er.InFlight != 1 || er.OpenDispatches != 1 || er.ReceiptsErased != 1 {
+		t.Fatalf("erasure with a delivery being sent = %+v", er)
+	}
+	if r, _ := s.store.GetReceipt(ctx, sending); r.Status != receipts.ReceiptSending || r.Recipient.Address != c.addr {
+		t.Fatalf("the delivery being sent was touched: %+v", r)
+	}
+	if r, _ := s.store.GetReceipt(ctx, done); r.RecipientID != "erased:"+done {
+		t.Fatalf("the settled delivery was not erased: %+v", r)
+	}
+	// Its worker records the outcome, subject and reply naming them.
+	s.finish(sending, 1, receipts.ReceiptSent, "Hello "+c.name, "250 OK for "+c.addr)
+	assertPresent(t, s.pool, c.name)
+	er = s.erase(c.addr)
+	if !er.Complete() || er.ReceiptsErased != 1 || er.DispatchesRedacted != 1 {
+		t.Errorf("second run = %+v", er)
+	}
+	assertGone(t, s.pool, c)
+}
+
+// TestEraseRefusesEmptyInput: nothing to match is an error, not an erasure of everything.
+func TestEraseRefusesEmptyInput(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	for _, who := range []string{"", "  ", "erased:0193a0c4-0000-7000-8000-0000000000aa"} {
+		if _, err := s.store.EraseRecipient(t.Context(), receipts.EraseRequest{Who: who}); err == nil {
+			t.Errorf("EraseRecipient(%q) succeeded", who)
+		}
+	}
+}
+
+// TestEraseFindsEscapedFormsAndWholeNames: an address is found as HTML and URLs escape it (a
+// captured HTML body writes + as &#43;), and a name is cut out as a whole word only: a longer
+// word that starts with it is someone else's.
+func TestEraseFindsEscapedFormsAndWholeNames(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	ctx := t.Context()
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	c := canary{addr: "ann+" + hex + "@example.net", name: "Ann" + hex}
+	bob := events.Recipient{ID: "8", Address: "bob@example.net", Name: "Bob"}
+	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "7", Address: c.addr, Name: c.name},
+		receipts.ReceiptSent, "Hi", "250 OK")
+	about := s.dispatch(fmt.Sprintf(`{"cc": %q, "who": "%s", "nick": "%sson", "n": 7}`, c.addr, c.name, c.name), receipts.DispatchFannedOut, "cli", "")
+	bobSent := s.delivery(about, "email", bob, receipts.ReceiptSent, "About "+c.name+" and "+c.name+"son", "250 OK")
+	if _, err := s.store.InsertMail(ctx, receipts.Mail{ReceiptID: newID(), MessageID: "<m@x>", From: "a@x", To: "Bob <bob@example.net>", Subject: "s",
+		HTML: `<a href="mailto:ann&#43;` + hex + `@example.net">x</a>`, Text: "https://x/unsubscribe?email=ann%2B" + hex + "%40example.net"}); err != nil {
+		t.Fatal(err)
+	}
+	er := s.erase(c.addr)
+	if er.ReceiptsErased != 1 || er.MailRedacted != 1 || er.ReceiptsRedacted != 1 {
+		t.Errorf("erasure = %+v", er)
+	}
+	d, _ := s.store.GetDispatch(ctx, about)
+	var vars map[string]any
+	if err := json.Unmarshal(d.Vars, &vars); err != nil || vars["cc"] != receipts.Erased || vars["who"] != receipts.Erased ||
+		vars["nick"] != c.name+"son" || vars["n"] != 7.0 {
+		t.Errorf("variables naming them: %s", d.Vars)
+	}
+	if r, _ := s.store.GetReceipt(ctx, bobSent); r.Subject != "About [erased] and "+c.name+"son" {
+		t.Errorf("subject naming them: %q", r.Subject)
+	}
+	ms, err := s.store.ListMail(ctx, 10)
+	if err != nil || len(ms) != 1 || ms[0].HTML != `<a href="mailto:[erased]">x</a>` || ms[0].Text != "https://x/unsubscribe?email=[erased]" {
+		t.Errorf("escaped forms in captured mail: %+v %v", ms, err)
+	}
+}

@@ -1,0 +1,204 @@
+package tasks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/hibiken/asynq"
+
+	"github.com/heraldhq/herald/receipts"
+)
+
+// QueuedErasure is what EraseQueued did in Redis.
+type QueuedErasure struct {
+	// Deleted is how many herald:dispatch tasks naming the person were deleted from the queue,
+	// each after its dispatch was canceled.
+	Deleted int64
+	// Active is how many such tasks a worker was running: they cannot be deleted. Their
+	// dispatches were canceled (a worker's first sight respects that); erase again once they
+	// have finished, to redact the row the worker wrote.
+	Active int64
+}
+
+// eraseReason is recorded on the dispatches EraseQueued cancels.
+const eraseReason = "recipient erased"
+
+// erasePageSize is how many tasks one listing reads.
+const erasePageSize = 500
+
+// EraseQueued removes from Redis the herald:dispatch tasks of queue whose payload holds one of
+// addresses (in any letter case): a dispatch not yet seen by a worker carries its variables
+// there, and asynq keeps retried and archived payloads for months. Each such task's dispatch is
+// canceled first, as `enqueue cancel` does — a tombstone when PostgreSQL does not know it yet,
+// which the worker's first sight respects — so nothing is dropped without a record; then the
+// task is deleted. Run it before receipts.Store.EraseRecipient (which takes the addresses from
+// receipts.Store.RecipientAddresses), and pass its counts there for the audit row.
+//
+// It reads every task of the queue (pending, scheduled, retry, active, archived): an erasure is
+// rare, and no index of Redis finds text inside payloads. Deliver tasks are not read: they
+// carry a receipt id and an attempt only. Only queue is looked at; a fleet with several queues
+// runs it for each.
+func EraseQueued(ctx context.Context, redis asynq.RedisConnOpt, store *receipts.Store, queue string, addresses []string) (QueuedErasure, error) {
+	var out QueuedErasure
+	needles := lowerAll(addresses)
+	if len(needles) == 0 {
+		return out, nil
+	}
+	insp := asynq.NewInspector(redis)
+	defer func() { _ = insp.Close() }()
+	found, err := findQueued(ctx, insp, queue, needles)
+	if err != nil {
+		return out, err
+	}
+	for _, task := range found {
+		if err := cancelQueued(ctx, store, queue, task); err != nil {
+			return out, err
+		}
+		if task.State == asynq.TaskStateActive {
+			out.Active++
+			continue
+		}
+		err := insp.DeleteTask(queue, task.ID)
+		switch {
+		case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+			out.Deleted++ // or gone meanwhile: a worker took it, and met the cancel
+		case isActive(insp, queue, task.ID): // it became active between the listing and the delete
+			out.Active++
+		default:
+			return out, fmt.Errorf("delete queued task %s: %w", task.ID, err)
+		}
+	}
+	return out, nil
+}
+
+// isActive reports whether a worker is running the task now.
+func isActive(insp *asynq.Inspector, queue, id string) bool {
+	info, err := insp.GetTaskInfo(queue, id)
+	return err == nil && info.State == asynq.TaskStateActive
+}
+
+// findQueued lists the dispatch tasks of queue whose payload holds a needle. States are read in
+// the order tasks move through them (scheduled and retry → pending → active → archived), so a
+// task that moves during the listing is seen twice rather than missed.
+func findQueued(ctx context.Context, insp *asynq.Inspector, queue string, needles []string) ([]*asynq.TaskInfo, error) {
+	lists := []struct {
+		state string
+		list  func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error)
+	}{
+		{"scheduled", insp.ListScheduledTasks}, {"retry", insp.ListRetryTasks}, {"pending", insp.ListPendingTasks},
+		{"active", insp.ListActiveTasks}, {"archived", insp.ListArchivedTasks},
+	}
+	seen := map[string]bool{}
+	var found []*asynq.TaskInfo
+	for _, l := range lists {
+		for page := 1; ; page++ {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			tasks, err := l.list(queue, asynq.PageSize(erasePageSize), asynq.Page(page))
+			if errors.Is(err, asynq.ErrQueueNotFound) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, fmt.Errorf("list the %s tasks of queue %q: %w", l.state, queue, err)
+			}
+			for _, task := range tasks {
+				if task.Type == TypeDispatch && !seen[task.ID] && payloadMentions(task.Payload, needles) {
+					seen[task.ID] = true
+					found = append(found, task)
+				}
+			}
+			if len(tasks) < erasePageSize {
+				break
+			}
+		}
+	}
+	return found, nil
+}
+
+// cancelQueued cancels the dispatch of a queued task, with a tombstone when PostgreSQL does not
+// know it yet. A task too broken to name its dispatch is recorded as a rejected task instead
+// (without its payload, which names the person).
+func cancelQueued(ctx context.Context, store *receipts.Store, queue string, task *asynq.TaskInfo) error {
+	id := queuedDispatchID(task)
+	if id == "" {
+		return store.RecordRejectedTask(ctx, task.Type, task.ID, queue,
+			"deleted by an erasure: its payload named an erased recipient and no dispatch id", nil)
+	}
+	if _, err := store.CancelDispatch(ctx, id, eraseReason, true); err != nil {
+		return fmt.Errorf("cancel dispatch %s of a queued task before deleting it: %w", id, err)
+	}
+	return nil
+}
+
+// queuedDispatchID is the dispatch id of a herald:dispatch task: its payload's, else its task
+// id's (dispatch:<id>:<attempt>); "" when neither is a UUID.
+func queuedDispatchID(task *asynq.TaskInfo) string {
+	var p struct {
+		DispatchID string `json:"dispatch_id"`
+	}
+	if json.Unmarshal(task.Payload, &p) == nil && uuid.Validate(p.DispatchID) == nil {
+		return p.DispatchID
+	}
+	parts := strings.Split(task.ID, ":")
+	if len(parts) == 3 && parts[0] == "dispatch" && uuid.Validate(parts[1]) == nil {
+		return parts[1]
+	}
+	return ""
+}
+
+// payloadMentions reports whether a payload holds a needle (lower-cased) in any letter case, as
+// raw bytes or inside a JSON string (where it may be written with \u escapes).
+func payloadMentions(payload []byte, needles []string) bool {
+	raw := bytes.ToLower(payload)
+	for _, n := range needles {
+		if bytes.Contains(raw, []byte(n)) {
+			return true
+		}
+	}
+	var v any
+	if json.Unmarshal(payload, &v) != nil {
+		return false
+	}
+	return jsonMentions(v, needles)
+}
+
+func jsonMentions(v any, needles []string) bool {
+	switch v := v.(type) {
+	case string:
+		s := strings.ToLower(v)
+		for _, n := range needles {
+			if strings.Contains(s, n) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if jsonMentions(e, needles) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if jsonMentions(k, needles) || jsonMentions(e, needles) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func lowerAll(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
