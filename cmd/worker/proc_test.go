@@ -50,10 +50,11 @@ func (e *buildError) Error() string { return "build " + e.name + ": " + e.err.Er
 
 // proc is a running worker process.
 type proc struct {
-	cmd  *exec.Cmd
-	logs *testenv.LogBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, once done
+	cmd     *exec.Cmd
+	logs    *testenv.LogBuffer
+	started chan struct{} // closed when it logs that it serves
+	done    chan struct{} // closed when the process has exited
+	err     error         // its exit status, once done
 }
 
 // wait returns the exit status, or fails the test after timeout.
@@ -71,13 +72,33 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) error {
 // startWorker starts bin/worker with env and waits until it serves.
 func startWorker(t *testing.T, env []string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(filepath.Join(binaries(t), "worker")), logs: &testenv.LogBuffer{}, done: make(chan struct{})}
+	return startBinary(t, filepath.Join(binaries(t), "worker"), env)
+}
+
+// startBinary starts the worker binary bin with env and waits until it serves.
+func startBinary(t *testing.T, bin string, env []string) *proc {
+	t.Helper()
+	p := launch(t, bin, env)
+	select {
+	case <-p.started:
+	case <-p.done:
+		t.Fatalf("worker exited: %v\n%s", p.err, p.logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not start")
+	}
+	return p
+}
+
+// launch starts the worker binary bin with env and returns at once: p.started is closed when it
+// serves, p.done when it exits. It is stopped with SIGINT at the end of the test.
+func launch(t *testing.T, bin string, env []string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin), logs: &testenv.LogBuffer{}, started: make(chan struct{}), done: make(chan struct{})}
 	p.cmd.Env = env
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		once := false
@@ -85,7 +106,7 @@ func startWorker(t *testing.T, env []string) *proc {
 			_, _ = p.logs.Write([]byte(sc.Text() + "\n"))
 			if !once && strings.Contains(sc.Text(), "herald worker started") {
 				once = true
-				close(started)
+				close(p.started)
 			}
 		}
 		p.err = p.cmd.Wait()
@@ -101,12 +122,5 @@ func startWorker(t *testing.T, env []string) *proc {
 			<-p.done
 		}
 	})
-	select {
-	case <-started:
-	case <-p.done:
-		t.Fatalf("worker exited: %v\n%s", p.err, p.logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("worker did not start")
-	}
 	return p
 }
