@@ -23,57 +23,11 @@ func newCanary() canary {
 	return canary{addr: "canary." + hex + "@example.net", name: "Nym" + hex}
 }
 
-// dumpHerald renders every row of every table of the herald schema as text, one line per row
-// prefixed by its table: columns are listed from information_schema, so a table added later is
-// covered without touching this test. bytea is rendered with encode(…, 'escape'), jsonb as text.
-func dumpHerald(t *testing.T, pool *pgxpool.Pool) []string {
-	t.Helper()
-	ctx := t.Context()
-	rows, err := pool.Query(ctx, `SELECT c.table_name, string_agg(
-		    CASE WHEN c.data_type = 'bytea' THEN format('COALESCE(encode(%I, ''escape''), '''')', c.column_name)
-		         ELSE format('COALESCE(%I::text, '''')', c.column_name) END, ', ' ORDER BY c.ordinal_position)
-		FROM information_schema.columns c JOIN information_schema.tables tb USING (table_schema, table_name)
-		WHERE c.table_schema = 'herald' AND tb.table_type = 'BASE TABLE' GROUP BY c.table_name ORDER BY c.table_name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type table struct{ name, cols string }
-	var tables []table
-	for rows.Next() {
-		var tb table
-		if err := rows.Scan(&tb.name, &tb.cols); err != nil {
-			t.Fatal(err)
-		}
-		tables = append(tables, tb)
-	}
-	if rows.Err() != nil || len(tables) < 5 {
-		t.Fatalf("herald tables: %v %v", tables, rows.Err())
-	}
-	var out []string
-	for _, tb := range tables {
-		rows, err := pool.Query(ctx, fmt.Sprintf(`SELECT concat_ws(' | ', %s) FROM herald.%q`, tb.cols, tb.name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, tb.name+": "+line)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
 // assertGone fails the test for every row of the herald schema holding the canary's address or
 // name, in any letter case.
 func assertGone(t *testing.T, pool *pgxpool.Pool, c canary) {
 	t.Helper()
-	for _, line := range dumpHerald(t, pool) {
+	for _, line := range testenv.DumpHerald(t, pool) {
 		l := strings.ToLower(line)
 		if strings.Contains(l, strings.ToLower(c.addr)) || strings.Contains(l, strings.ToLower(c.name)) {
 			t.Errorf("the erased person survives in %s", line)
@@ -84,7 +38,7 @@ func assertGone(t *testing.T, pool *pgxpool.Pool, c canary) {
 // assertPresent fails unless the dump holds s: proves the dump sees what the test seeded.
 func assertPresent(t *testing.T, pool *pgxpool.Pool, s string) {
 	t.Helper()
-	for _, line := range dumpHerald(t, pool) {
+	for _, line := range testenv.DumpHerald(t, pool) {
 		if strings.Contains(strings.ToLower(line), strings.ToLower(s)) {
 			return
 		}

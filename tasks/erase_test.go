@@ -45,56 +45,11 @@ func (canaryEvent) Templates() fs.FS {
 	}
 }
 
-// heraldDump renders every row of every table of the herald schema as text, one line per row
-// prefixed by its table. Columns come from information_schema, so a table added later is
-// covered; bytea is rendered with encode(…, 'escape'), jsonb as text.
-func heraldDump(t *testing.T, b *bundle) []string {
-	t.Helper()
-	ctx := t.Context()
-	rows, err := b.pool.Query(ctx, `SELECT c.table_name, string_agg(
-		    CASE WHEN c.data_type = 'bytea' THEN format('COALESCE(encode(%I, ''escape''), '''')', c.column_name)
-		         ELSE format('COALESCE(%I::text, '''')', c.column_name) END, ', ' ORDER BY c.ordinal_position)
-		FROM information_schema.columns c JOIN information_schema.tables tb USING (table_schema, table_name)
-		WHERE c.table_schema = 'herald' AND tb.table_type = 'BASE TABLE' GROUP BY c.table_name ORDER BY c.table_name`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tables := map[string]string{}
-	for rows.Next() {
-		var name, cols string
-		if err := rows.Scan(&name, &cols); err != nil {
-			t.Fatal(err)
-		}
-		tables[name] = cols
-	}
-	if rows.Err() != nil || len(tables) < 5 {
-		t.Fatalf("herald tables: %v %v", tables, rows.Err())
-	}
-	var out []string
-	for name, cols := range tables {
-		rows, err := b.pool.Query(ctx, fmt.Sprintf(`SELECT concat_ws(' | ', %s) FROM herald.%q`, cols, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, name+": "+line)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
 // dumpHits returns the dump lines holding any of needles, in any letter case.
 func dumpHits(t *testing.T, b *bundle, needles ...string) []string {
 	t.Helper()
 	var hits []string
-	for _, line := range heraldDump(t, b) {
+	for _, line := range testenv.DumpHerald(t, b.pool) {
 		for _, n := range needles {
 			if strings.Contains(strings.ToLower(line), strings.ToLower(n)) {
 				hits = append(hits, line)

@@ -84,6 +84,30 @@ func TestInDoubtReclaimsCountedOnce(t *testing.T) {
 	}
 }
 
+// countersBy reads the counter series registered under name by the value of label; a value with
+// no series is missing from the map.
+func countersBy(t testing.TB, reg *prometheus.Registry, name, label string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
+}
+
 // gathered returns the sum of the series registered under name, as a collector for
 // testutil.ToFloat64.
 func gathered(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {

@@ -15,30 +15,6 @@ import (
 	"github.com/heraldhq/herald/tasks"
 )
 
-// retentionDeleted reads herald_retention_deleted_total by table; a table with no series is
-// missing from the map.
-func retentionDeleted(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "herald_retention_deleted_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "table" {
-					out[l.GetValue()] = m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return out
-}
-
 // TestSweepDeletesExpiredRows (issue 7): a worker's sweep deletes, end to end, the delivered
 // dispatches and receipts that last changed before Retention, and the rejected tasks and captured
 // mail older than theirs — batch after batch while batches come back full — and counts them by
@@ -57,7 +33,7 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 		}))
 	ctx := t.Context()
 	want := map[string]float64{"receipts": 0, "dispatches": 0, "rejected_tasks": 0, "dev_mailbox": 0}
-	if got := retentionDeleted(t, reg); !equalCounts(got, want) {
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
 		t.Fatalf("herald_retention_deleted_total at start-up: %v, want every table at zero: %v", got, want)
 	}
 	b.start()
@@ -125,12 +101,12 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 		t.Errorf("mail left: %v, want the new message", mailLeft)
 	}
 	want = map[string]float64{"receipts": 2, "dispatches": 1, "rejected_tasks": 2501, "dev_mailbox": 1}
-	if got := retentionDeleted(t, reg); !equalCounts(got, want) {
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
 		t.Errorf("herald_retention_deleted_total: %v, want %v", got, want)
 	}
 
 	b.worker.Sweep(ctx) // nothing more is due
-	if got := retentionDeleted(t, reg); !equalCounts(got, want) {
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
 		t.Errorf("herald_retention_deleted_total after a second sweep: %v, want %v", got, want)
 	}
 	if st, err := b.store.Status(ctx, receipts.KindReceipt, later.ID); err != nil || st != receipts.ReceiptScheduled {

@@ -195,29 +195,6 @@ func TestFutureMinorDeliverPayloadDelivered(t *testing.T) {
 	}
 }
 
-// newerPayloads reads herald_newer_payloads_total by task type.
-func newerPayloads(t testing.TB, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "herald_newer_payloads_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "task_type" {
-					out[l.GetValue()] = m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return out
-}
-
 // keptPayload reads the payload kept in rejected task row id (nil when none was kept).
 func (b *bundle) keptPayload(t testing.TB, id int64) []byte {
 	t.Helper()
@@ -265,7 +242,7 @@ func TestNewerPayloadHeldThenRequeued(t *testing.T) {
 		c.NewerPayloadFor = time.Second // two retries half a second apart
 		c.Metrics = reg
 	}))
-	if got := newerPayloads(t, reg); len(got) != 2 || got[tasks.TypeDispatch] != 0 || got[tasks.TypeDeliver] != 0 {
+	if got := countersBy(t, reg, "herald_newer_payloads_total", "task_type"); len(got) != 2 || got[tasks.TypeDispatch] != 0 || got[tasks.TypeDeliver] != 0 {
 		t.Fatalf("herald_newer_payloads_total at start-up: %v, want both task types at 0", got)
 	}
 	b.start()
@@ -294,7 +271,7 @@ func TestNewerPayloadHeldThenRequeued(t *testing.T) {
 		}
 	}
 	// Three runs each: two handed back to asynq, the last one held.
-	if got := newerPayloads(t, reg); got[tasks.TypeDispatch] != 3 || got[tasks.TypeDeliver] != 3 {
+	if got := countersBy(t, reg, "herald_newer_payloads_total", "task_type"); got[tasks.TypeDispatch] != 3 || got[tasks.TypeDeliver] != 3 {
 		t.Errorf("herald_newer_payloads_total = %v, want 3 runs of each task type", got)
 	}
 	logs := b.logs.String()
