@@ -84,7 +84,7 @@ type Config struct {
 	// Defaults to 1h.
 	NewerPayloadFor time.Duration `env:"HERALD_NEWER_PAYLOAD_FOR" envDefault:"1h"`
 	// Retention is how long final dispatches and receipts are kept after they last changed.
-	// Defaults to 2160h (90 days); must exceed IdempotencyWindow.
+	// Defaults to 2160h (90 days); must exceed IdempotencyWindow and NewerPayloadFor.
 	Retention time.Duration `env:"HERALD_RETENTION" envDefault:"2160h"`
 	// RejectedRetention is how long rejected tasks are kept. Defaults to 2160h (90 days).
 	RejectedRetention time.Duration `env:"HERALD_REJECTED_RETENTION" envDefault:"2160h"`
@@ -233,6 +233,9 @@ func (c Config) Validate() error {
 	}
 	if c.Retention > 0 && c.Retention <= cmp.Or(c.IdempotencyWindow, 24*time.Hour) {
 		errs = append(errs, fmt.Errorf("HERALD_RETENTION (%v) must exceed HERALD_IDEMPOTENCY_WINDOW (%v): a deleted dispatch no longer holds its key", c.Retention, cmp.Or(c.IdempotencyWindow, 24*time.Hour)))
+	}
+	if c.Retention > 0 && c.Retention <= cmp.Or(c.NewerPayloadFor, time.Hour) {
+		errs = append(errs, fmt.Errorf("HERALD_RETENTION (%v) must exceed HERALD_NEWER_PAYLOAD_FOR (%v): a task retried that long must still find the rows it belongs to", c.Retention, cmp.Or(c.NewerPayloadFor, time.Hour)))
 	}
 	if c.ShutdownTimeout > 0 && c.SendTimeout > 0 && c.ShutdownTimeout <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("HERALD_SHUTDOWN_TIMEOUT (%v) must exceed HERALD_SEND_TIMEOUT (%v)", c.ShutdownTimeout, c.SendTimeout))

@@ -316,7 +316,7 @@ type Canceled struct {
 	// Dispatch: the dispatch itself moved to canceled, so no fan-out will create deliveries.
 	Dispatch bool
 	// Tombstone: no worker had seen the dispatch yet; a canceled row now waits for its task,
-	// and the worker's first sight respects it.
+	// and the worker's first sight respects it (the retention keeps it until then: MeetTombstone).
 	Tombstone bool
 	// Receipts is how many deliveries that had not started were canceled.
 	Receipts int64
@@ -359,4 +359,16 @@ func (s *Store) CancelDispatch(ctx context.Context, id, reason string, tombstone
 	n, err := s.CancelReceipts(ctx, id, reason)
 	c.Receipts = n
 	return c, err
+}
+
+// MeetTombstone records that the task of dispatch id met its cancel tombstone (the canceled row
+// CancelDispatch wrote before any worker had seen the dispatch), and stops there: the retention
+// keeps a tombstone until then, since its task may still wait in Redis and would send without it
+// (receipts/retention.go). It counts from now on. Any other row is left as it is.
+func (s *Store) MeetTombstone(ctx context.Context, id string) error {
+	if _, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET retention_from = now()
+		WHERE id = $1 AND event_id = '' AND status = 'canceled' AND retention_from IS NULL`, id); err != nil {
+		return fmt.Errorf("dispatch %s: meet its tombstone: %w", id, err)
+	}
+	return nil
 }

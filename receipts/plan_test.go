@@ -48,7 +48,7 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 	work := []struct {
 		name  string
 		run   func(*receipts.Store) error
-		index string // when set, the index the statement's range scan must use (migration 009)
+		index string // when set, the index the statement's range scan must use (migrations 009 and 011)
 	}{
 		{"DueDispatches", func(s *receipts.Store) error {
 			_, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
@@ -68,7 +68,7 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 			return err
 		}, "receipts_final_age"},
 		{"DeleteExpiredDispatches", func(s *receipts.Store) error {
-			_, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
+			_, _, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
 			return err
 		}, "dispatches_final_age"},
 		{"DeleteExpiredRejectedTasks", func(s *receipts.Store) error {
@@ -77,6 +77,10 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 		}, "rejected_tasks_age"},
 		{"DeleteExpiredMail", func(s *receipts.Store) error { _, err := s.DeleteExpiredMail(ctx, keep, batch); return err },
 			"dev_mailbox_age"},
+		{"DropExpiredHeldPayloads", func(s *receipts.Store) error {
+			_, err := s.DropExpiredHeldPayloads(ctx, "fleet_a", retention, batch)
+			return err
+		}, "rejected_tasks_held"},
 	}
 
 	t.Run("buffers", func(t *testing.T) {
@@ -183,9 +187,24 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 				return out
 			}
 			all := func(a, b []string) []string { return slices.Sorted(slices.Values(append(slices.Clone(a), b...))) }
-			// A dispatch goes once its receipts have gone: before, none of them goes.
-			if n, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch); err != nil || n != 1 {
+			// A dispatch goes once its receipts have gone: before, none of them goes. One whose
+			// receipts are kept is looked at again when they can have gone: a delivery due
+			// tomorrow, tomorrow; a delivery sent yesterday, yesterday (plus the retention).
+			if n, _, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch); err != nil || n != 1 {
 				t.Errorf("dispatches deleted before their receipts: %d (%v), want 1 (the one that never had any)", n, err)
+			}
+			for name, want := range map[string]string{"x-d-sched": "tomorrow", "x-d-young": "yesterday"} {
+				var from string
+				if err := tx.QueryRow(ctx, `SELECT CASE
+					WHEN retention_from BETWEEN now() + interval '23 hours' AND now() + interval '25 hours' THEN 'tomorrow'
+					WHEN retention_from BETWEEN now() - interval '25 hours' AND now() - interval '23 hours' THEN 'yesterday'
+					ELSE COALESCE(retention_from::text, 'not pushed') END
+					FROM herald.dispatches WHERE id = $1`, planID(name)).Scan(&from); err != nil {
+					t.Fatal(err)
+				}
+				if from != want {
+					t.Errorf("%s: its retention counts from %s, want %s (when its receipt can have gone)", name, from, want)
+				}
 			}
 			n, err := s.DeleteExpiredReceipts(ctx, "fleet_a", keep, batch)
 			if err != nil || n != int64(len(want.receipts)) {
@@ -194,7 +213,7 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 			if got := gone("receipts", all(want.receipts, want.keptReceipts)); !slices.Equal(got, want.receipts) {
 				t.Errorf("receipts deleted: %v, want %v", got, want.receipts)
 			}
-			n, err = s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
+			n, _, err = s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
 			if err != nil || n != int64(len(want.dispatches)-1) {
 				t.Errorf("deleted %d dispatches (%v), want %d", n, err, len(want.dispatches)-1)
 			}
@@ -203,10 +222,13 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 			}
 			for _, again := range []func() (int64, error){
 				func() (int64, error) { return s.DeleteExpiredReceipts(ctx, "fleet_a", keep, batch) },
-				func() (int64, error) { return s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch) },
+				func() (int64, error) {
+					n, pushed, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
+					return n + pushed, err
+				},
 			} {
 				if n, err := again(); err != nil || n != 0 {
-					t.Errorf("second sweep deleted %d (%v)", n, err)
+					t.Errorf("second sweep deleted or pushed %d (%v)", n, err)
 				}
 			}
 			var before int
@@ -252,7 +274,7 @@ type expiredRows struct {
 
 func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue {
 	t.Helper()
-	id := func(name string) string { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String() }
+	id := planID
 	// The future, bulk-loaded: each index but the keys is dropped first and built again after,
 	// from its own definition, and the foreign key is added back and validated (seconds, not
 	// tens of seconds, on a shared 2-core machine).
@@ -436,6 +458,9 @@ func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue
 	}
 }
 
+// planID is the id of the plan data's row named name.
+func planID(name string) string { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String() }
+
 func dueIDs(ds []receipts.DueTask) []string {
 	var ids []string
 	for _, d := range ds {
@@ -457,7 +482,7 @@ func inTx(ctx context.Context, t *testing.T, pool *pgxpool.Pool, f func(pgx.Tx))
 }
 
 // explainer is a receipts.Querier that runs each statement under EXPLAIN (ANALYZE, BUFFERS) and
-// records the shared buffers its plan touched. Its Query returns no rows, its QueryRow a 0. With
+// records the shared buffers its plan touched. Its Query returns no rows, its QueryRow zeros. With
 // generic, the statement is prepared and executed under plan_cache_mode = force_generic_plan:
 // the plan PostgreSQL may settle on for a statement pgx has prepared once it ran five times.
 type explainer struct {
@@ -564,7 +589,21 @@ func (e *explainer) QueryRow(ctx context.Context, sql string, args ...any) pgx.R
 	if err := e.explain(ctx, sql, args...); err != nil {
 		return errRow{err}
 	}
-	return e.tx.QueryRow(ctx, `SELECT 0::bigint`)
+	return zeroRow{}
+}
+
+// zeroRow is a row of zeros, as many as Scan asks for.
+type zeroRow struct{}
+
+func (zeroRow) Scan(dest ...any) error {
+	for _, d := range dest {
+		p, ok := d.(*int64)
+		if !ok {
+			return fmt.Errorf("explainer: scan into %T", d)
+		}
+		*p = 0
+	}
+	return nil
 }
 
 func (e *explainer) SendBatch(context.Context, *pgx.Batch) pgx.BatchResults {
@@ -574,3 +613,95 @@ func (e *explainer) SendBatch(context.Context, *pgx.Batch) pgx.BatchResults {
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
+
+// TestDeleteExpiredDispatchesCostWithFutureReminders: 100,000 dispatches of fleet_a settled 40
+// days ago, each with a reminder due tomorrow (a "your trial ends in 45 days" channel), and a
+// retention of 30 days. Nothing is deletable. The first sweep looks at each dispatch once, in
+// batches that cost what their rows cost, and pushes it to when its reminder is due; then a
+// sweep batch costs what its expired rows cost (none), under custom and generic plans.
+func TestDeleteExpiredDispatchesCostWithFutureReminders(t *testing.T) {
+	t.Parallel()
+	pool := testenv.DB(t)
+	ctx := t.Context()
+	const (
+		n         = 100000
+		retention = 30 * 24 * time.Hour
+		batch     = 1000
+		perRow    = 40 // shared buffers a pushed dispatch may cost: its heap and index entries, two probes
+	)
+	for _, sql := range []string{
+		`INSERT INTO herald.dispatches (id, event_id, status, attempt, due_at, accepted_at, updated_at, queue)
+		 SELECT ('60000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'plan.event', 'fanned_out', 1,
+		        now() - interval '40 days', now() - interval '40 days', now() - interval '40 days', 'fleet_a'
+		 FROM generate_series(1, 100000) i`,
+		`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, status, due_at, expires_at, queue)
+		 SELECT ('70000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+		        ('60000000-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, 'plan.event', 'trial_end', 'email',
+		        'u' || i, 'scheduled', now() + interval '1 day', now() + interval '2 days', 'fleet_a'
+		 FROM generate_series(1, 100000) i`,
+		`ANALYZE herald.dispatches`, `ANALYZE herald.receipts`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what string, e *explainer, limit int64) {
+		t.Helper()
+		for _, p := range e.plans {
+			t.Logf("%s (generic plan %v): %d shared buffers", what, e.generic, p.buffers)
+			if p.buffers >= limit {
+				t.Errorf("%s (generic plan %v) touched %d shared buffers, want < %d\n%s", what, e.generic, p.buffers, limit, p.plan)
+			}
+			if !strings.Contains(p.plan, " dispatches_final_age ") || strings.Contains(p.plan, "Seq Scan") {
+				t.Errorf("%s (generic plan %v) does not range-scan dispatches_final_age:\n%s", what, e.generic, p.plan)
+			}
+		}
+	}
+	for _, generic := range []bool{false, true} {
+		e := &explainer{generic: generic}
+		inTx(ctx, t, pool, func(tx pgx.Tx) {
+			e.tx = tx
+			if _, _, err := receipts.New(e).DeleteExpiredDispatches(ctx, "fleet_a", retention, batch); err != nil {
+				t.Fatal(err)
+			}
+		})
+		check("the first batch, pushing 1,000 dispatches", e, perRow*batch)
+	}
+	// The first sweep, committed; then the vacuum that follows 100,000 updated rows (autovacuum
+	// runs on a table a fifth of which changed) clears the index entries they left behind.
+	s := receipts.New(pool)
+	var deleted, pushed int64
+	for range n/batch + 1 {
+		d, p, err := s.DeleteExpiredDispatches(ctx, "fleet_a", retention, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted, pushed = deleted+d, pushed+p
+		if d+p < batch {
+			break
+		}
+	}
+	if deleted != 0 || pushed != n {
+		t.Fatalf("the first sweep deleted %d and pushed %d dispatches, want 0 and %d", deleted, pushed, n)
+	}
+	if _, err := pool.Exec(ctx, `VACUUM herald.dispatches`); err != nil {
+		t.Fatal(err)
+	}
+	inTx(ctx, t, pool, func(tx pgx.Tx) {
+		var tomorrow int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM herald.dispatches
+			WHERE retention_from BETWEEN now() + interval '23 hours' AND now() + interval '25 hours'`).Scan(&tomorrow); err != nil {
+			t.Fatal(err)
+		}
+		if tomorrow != n {
+			t.Errorf("%d dispatches wait for their reminder due tomorrow, want %d", tomorrow, n)
+		}
+		for _, generic := range []bool{false, true} {
+			e := &explainer{generic: generic, tx: tx}
+			if d, p, err := receipts.New(e).DeleteExpiredDispatches(ctx, "fleet_a", retention, batch); err != nil || d+p != 0 {
+				t.Fatalf("the next sweep: %d %d %v", d, p, err)
+			}
+			check("the next sweep", e, maxTickBuffers)
+		}
+	})
+}

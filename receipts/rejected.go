@@ -42,7 +42,24 @@ func (s *Store) RecordRejectedTask(ctx context.Context, taskType, taskID, queue,
 // HoldRejectedTask stores a task held back for a worker that understands its payload, with the
 // payload kept for TakeRejectedPayload, and returns the row's id. Only a payload Herald itself
 // wrote belongs here (references and sealed secrets), never one too broken to be read.
+//
+// Holding is idempotent: a task (same queue, task id and payload) held again — its worker was
+// killed after the hold and before asynq heard of it, and the spare try holds it once more —
+// returns the row already there.
 func (s *Store) HoldRejectedTask(ctx context.Context, taskType, taskID, queue, reason string, payload []byte) (int64, error) {
+	if taskID != "" {
+		sum := sha256.Sum256(payload)
+		var id int64
+		err := s.q.QueryRow(ctx, `SELECT id FROM herald.rejected_tasks
+			WHERE queue = $1 AND payload IS NOT NULL AND task_id = $2 AND payload_sha256 = $3 ORDER BY id LIMIT 1`,
+			queue, taskID, hex.EncodeToString(sum[:])).Scan(&id)
+		switch {
+		case err == nil:
+			return id, nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return 0, fmt.Errorf("record rejected %s task %s: %w", taskType, taskID, err)
+		}
+	}
 	return s.insertRejected(ctx, taskType, taskID, queue, reason, payload, true)
 }
 
@@ -128,4 +145,27 @@ func (s *Store) TakeRejectedPayload(ctx context.Context, id int64, requeue func(
 		return fmt.Errorf("rejected task %d was enqueued again but its row could not be deleted: %w", id, err)
 	}
 	return nil
+}
+
+// heldPayloadsExpiredSQL drops the kept payloads of up to $2 held tasks of queue $3 (or "") held
+// longer than $1 ago, recording why in their reason.
+var heldPayloadsExpiredSQL = `WITH ` + queueBranches("old", "id, created_at", "rejected_tasks", "$3",
+	"payload IS NOT NULL AND created_at < now() - $1::interval", "created_at", "$2") + `
+	UPDATE herald.rejected_tasks SET payload = NULL,
+		reason = reason || ' [payload dropped after ' || $4 || ' (HERALD_SECRET_RETENTION): it may hold sealed secrets; nothing is left to requeue]'
+	WHERE id = ANY (ARRAY(SELECT id FROM old))`
+
+// DropExpiredHeldPayloads drops the kept payloads of up to limit tasks of queue (and of no known
+// queue) held longer than retention ago — the secret retention: a payload may hold sealed
+// secrets, which Herald keeps no longer than that anywhere — and returns how many it dropped. The
+// rows stay, with their size, digest and reason, until the rejected-task retention.
+func (s *Store) DropExpiredHeldPayloads(ctx context.Context, queue string, retention time.Duration, limit int) (int64, error) {
+	if queue == "" {
+		return 0, fmt.Errorf("drop expired held payloads: %w", errNoQueue)
+	}
+	tag, err := s.q.Exec(ctx, heldPayloadsExpiredSQL, retention, limit, queue, retention.String())
+	if err != nil {
+		return 0, fmt.Errorf("drop held payloads of queue %q older than %v: %w", queue, retention, err)
+	}
+	return tag.RowsAffected(), nil
 }

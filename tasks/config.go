@@ -88,7 +88,8 @@ type Config struct {
 	SecretRetention time.Duration
 	// Retention is how long final dispatches and receipts are kept after they last changed; the
 	// sweeper then deletes them in small batches (a dispatch once its last receipt has gone). Rows
-	// that are not final are never deleted. Defaults to 90 days; must exceed IdempotencyWindow.
+	// that are not final are never deleted. Defaults to 90 days; must exceed IdempotencyWindow and
+	// NewerPayloadFor.
 	Retention time.Duration
 	// RejectedRetention is how long rows of herald.rejected_tasks are kept. Defaults to 90 days.
 	RejectedRetention time.Duration
@@ -188,6 +189,9 @@ func (c Config) validate() error {
 	}
 	if c.Retention <= c.IdempotencyWindow {
 		errs = append(errs, fmt.Errorf("retention %v must exceed the idempotency window %v (a deleted dispatch no longer holds its key)", c.Retention, c.IdempotencyWindow))
+	}
+	if c.Retention <= c.NewerPayloadFor {
+		errs = append(errs, fmt.Errorf("retention %v must exceed the newer payload retry time %v (a task retried that long must still find the rows it belongs to)", c.Retention, c.NewerPayloadFor))
 	}
 	if c.BackoffMax < c.BackoffMin {
 		errs = append(errs, fmt.Errorf("backoff max %v is below backoff min %v", c.BackoffMax, c.BackoffMin))

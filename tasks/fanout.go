@@ -146,7 +146,9 @@ func (w *Worker) fanOut(ctx context.Context, id string) error {
 		}
 		return &notDueError{due: d.DueAt}
 	case receipts.ClaimBusy:
-		return nil
+		// Held by another worker, or final: canceled, perhaps by a tombstone that waited for this
+		// task, which the retention may delete once this task has met it.
+		return w.store.MeetTombstone(ctx, id)
 	}
 	return w.fanOutClaimed(ctx, row)
 }

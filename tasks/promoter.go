@@ -138,7 +138,8 @@ func (w *Worker) Promote(ctx context.Context) int {
 	return n
 }
 
-// Sweep scrubs secrets no longer needed, releases idempotency keys past the window, then deletes
+// Sweep scrubs secrets no longer needed (and drops the kept payloads of tasks held for a newer
+// worker past the secret retention), releases idempotency keys past the window, then deletes
 // what the retention no longer keeps, each a batch at a time while full batches come back (at
 // most sweepRounds batches each; the next sweep carries on). Like the promoter it works for the
 // worker's queue (and rows of no known queue): a fleet's retention and window never act on
@@ -153,34 +154,50 @@ func (w *Worker) Sweep(ctx context.Context) {
 	w.sweepBatches(ctx, "release idempotency keys", func() (int64, error) {
 		return w.store.ReleaseIdempotencyKeys(ctx, q, w.cfg.IdempotencyWindow, sweepBatch)
 	})
+	if n := w.sweepBatches(ctx, "drop held payloads", func() (int64, error) {
+		return w.store.DropExpiredHeldPayloads(ctx, q, w.cfg.SecretRetention, sweepBatch)
+	}); n > 0 {
+		w.log.Warn().Int64("tasks", n).Msg("sweeper: dropped the kept payloads of tasks held for a newer worker " +
+			"past HERALD_SECRET_RETENTION; they can no longer be requeued (`enqueue rejected`)")
+	}
 	w.deleteExpired(ctx)
 }
 
 // deleteExpired deletes, by age: final receipts and dispatches past Retention (the receipts
-// first: a dispatch goes once its last receipt has gone), rejected tasks past RejectedRetention
-// and development mailbox messages past MailboxRetention. Rows that are not final are never
-// deleted (receipts/retention.go).
+// first: a dispatch goes once its last receipt has gone; one whose receipts are kept is pushed
+// forward, to be looked at again when they can have gone), rejected tasks past
+// RejectedRetention and development mailbox messages past MailboxRetention. Rows that are not
+// final are never deleted (receipts/retention.go).
 func (w *Worker) deleteExpired(ctx context.Context) {
 	q, cfg := w.cfg.Queue, w.cfg
+	only := func(n int64, err error) (int64, int64, error) { return n, 0, err }
 	for _, d := range []struct {
 		table string
-		run   func() (int64, error)
+		run   func() (deleted, pushed int64, err error)
 	}{
-		{tableReceipts, func() (int64, error) { return w.store.DeleteExpiredReceipts(ctx, q, cfg.Retention, sweepBatch) }},
-		{tableDispatches, func() (int64, error) { return w.store.DeleteExpiredDispatches(ctx, q, cfg.Retention, sweepBatch) }},
-		{tableRejectedTasks, func() (int64, error) {
-			return w.store.DeleteExpiredRejectedTasks(ctx, q, cfg.RejectedRetention, sweepBatch)
+		{tableReceipts, func() (int64, int64, error) {
+			return only(w.store.DeleteExpiredReceipts(ctx, q, cfg.Retention, sweepBatch))
 		}},
-		{tableDevMailbox, func() (int64, error) { return w.store.DeleteExpiredMail(ctx, cfg.MailboxRetention, sweepBatch) }},
+		{tableDispatches, func() (int64, int64, error) {
+			return w.store.DeleteExpiredDispatches(ctx, q, cfg.Retention, sweepBatch)
+		}},
+		{tableRejectedTasks, func() (int64, int64, error) {
+			return only(w.store.DeleteExpiredRejectedTasks(ctx, q, cfg.RejectedRetention, sweepBatch))
+		}},
+		{tableDevMailbox, func() (int64, int64, error) {
+			return only(w.store.DeleteExpiredMail(ctx, cfg.MailboxRetention, sweepBatch))
+		}},
 	} {
 		counter := w.metrics.retention.WithLabelValues(d.table)
-		n := w.sweepBatches(ctx, "delete expired "+d.table, func() (int64, error) {
-			n, err := d.run()
+		var deleted int64
+		w.sweepBatches(ctx, "delete expired "+d.table, func() (int64, error) {
+			n, pushed, err := d.run()
 			counter.Add(float64(n))
-			return n, err
+			deleted += n
+			return n + pushed, err // a pushed dispatch is work done: a full batch may have more behind it
 		})
-		if n > 0 {
-			w.log.Debug().Str("table", d.table).Int64("rows", n).Msg("sweeper: deleted rows past their retention")
+		if deleted > 0 {
+			w.log.Debug().Str("table", d.table).Int64("rows", deleted).Msg("sweeper: deleted rows past their retention")
 		}
 	}
 }

@@ -16,9 +16,12 @@ import (
 // newer release of Herald (a rolling deploy: newer producers or workers are already running).
 // The worker hands it back to asynq, so a newer worker on the same queue can take it; the retries
 // count as failures, so asynq's retry limit bounds them, and they are spread so that together
-// they last about Config.NewerPayloadFor. On the last try the task is held: recorded in
-// herald.rejected_tasks with its payload kept, then revoked. Client.RequeueRejected enqueues it
-// again once the fleet is upgraded.
+// they last about Config.NewerPayloadFor. On the try before the last the task is held: recorded
+// in herald.rejected_tasks with its payload kept, then revoked. The last try is the spare: a
+// worker killed while holding (asynq archives a task whose lease expires on its last try, and
+// its archive is capped) leaves one more try to hold it, and the hold is idempotent. A hold that
+// fails is retried without using up a retry (holdFailed). Client.RequeueRejected enqueues the
+// task again once the fleet is upgraded.
 
 // newerPayloadRetry hands a task of a newer payload version back to asynq. Unlike waitDBError it
 // counts as a failure: asynq's retry count is what ends the wait.
@@ -36,15 +39,30 @@ func (e *newerPayloadRetry) Error() string {
 
 func (e *newerPayloadRetry) Unwrap() error { return e.err }
 
+// holdFailed hands a newer payload's task back to asynq when holding it failed (PostgreSQL
+// refused or timed out): not a failure, so the hold is tried again however often it fails and
+// the task, whose payload exists nowhere else, is never archived for it.
+type holdFailed struct {
+	err   error
+	delay time.Duration
+}
+
+func (e *holdFailed) Error() string {
+	return fmt.Sprintf("could not keep the task for a newer worker (retry in %v): %v", e.delay.Round(time.Millisecond), e.err)
+}
+
+func (e *holdFailed) Unwrap() error { return e.err }
+
 // holdNewer answers a task whose payload is newer than this worker understands: handed back to
-// asynq while it has retries left, held in herald.rejected_tasks with its payload on the last
-// try. A task enqueued without retries (asynq.MaxRetry(0); Herald's producers always set some) is
-// held at once, as is one run outside an asynq server.
+// asynq while it has more than one retry left, held in herald.rejected_tasks with its payload on
+// the try before the last (the last is the spare, see above). A task allowed no retries
+// (asynq.MaxRetry(0); Herald's producers set AsynqRetries, 8 by default) is held at once, as is
+// one run outside an asynq server: if that hold fails, asynq archives the task.
 func (w *Worker) holdNewer(ctx context.Context, t *asynq.Task, newer *NewerPayloadError) error {
 	w.metrics.newerPayloads.WithLabelValues(t.Type()).Inc()
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	if retried < maxRetry {
+	if retried < newerPayloadWaits(maxRetry) {
 		return &newerPayloadRetry{err: newer, delay: w.newerPayloadDelay(maxRetry), retried: retried, maxRetry: maxRetry}
 	}
 	id, _ := asynq.GetTaskID(ctx)
@@ -54,13 +72,13 @@ func (w *Worker) holdNewer(ctx context.Context, t *asynq.Task, newer *NewerPaylo
 		waited = fmt.Sprintf("in about %v (%d tries)", w.newerPayloadDelay(maxRetry)*time.Duration(retried), retried+1)
 	}
 	reason := fmt.Sprintf("payload version %d is newer than this worker understands (version %d) and no worker that "+
-		"understands it took the task %s; the payload is kept: `enqueue rejected requeue ID` (this row's id) "+
-		"re-enqueues it once the fleet is upgraded", newer.Version, newer.Understood, waited)
-	rowID, err := w.store.HoldRejectedTask(ctx, t.Type(), id, q, reason, t.Payload())
+		"understands it took the task %s; the payload is kept for HERALD_SECRET_RETENTION (it may hold sealed "+
+		"secrets): `enqueue rejected requeue ID` (this row's id) re-enqueues it once the fleet is upgraded",
+		newer.Version, newer.Understood, waited)
+	rowID, err := w.store.HoldRejectedTask(holdContext(ctx), t.Type(), id, q, reason, t.Payload())
 	if err != nil {
-		// asynq archives the task (its payload with it); waiting for PostgreSQL is not a failure
-		// and retries this last try (see guard).
-		return fmt.Errorf("keep the %s task of payload version %d in herald.rejected_tasks: %w", t.Type(), newer.Version, err)
+		return &holdFailed{err: fmt.Errorf("keep the %s task of payload version %d in herald.rejected_tasks: %w",
+			t.Type(), newer.Version, err), delay: w.backoff.Delay(retried + 1)}
 	}
 	w.metrics.rejected.WithLabelValues(t.Type()).Inc()
 	w.log.Warn().Str("task_type", t.Type()).Str("task_id", id).Int64("rejected_id", rowID).
@@ -70,9 +88,28 @@ func (w *Worker) holdNewer(ctx context.Context, t *asynq.Task, newer *NewerPaylo
 	return asynq.RevokeTask
 }
 
-// newerPayloadDelay spreads a newer payload's retries over NewerPayloadFor.
+// holdContext bounds the hold to half the time the task has left: a hold stuck behind a lock
+// must fail as holdFailed, which asynq does not count, and not as the task's own deadline, which
+// it counts (and, on the last try, archives the task for).
+func holdContext(ctx context.Context) context.Context {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return ctx
+	}
+	hctx, cancel := context.WithTimeout(ctx, time.Until(deadline)/2)
+	context.AfterFunc(hctx, cancel) // released when it expires or the task ends
+	return hctx
+}
+
+// newerPayloadWaits is how many of a task's maxRetry retries are spent waiting for a newer
+// worker: all but the spare last one.
+func newerPayloadWaits(maxRetry int) int {
+	return max(maxRetry-1, 0)
+}
+
+// newerPayloadDelay spreads a newer payload's waiting retries over NewerPayloadFor.
 func (w *Worker) newerPayloadDelay(maxRetry int) time.Duration {
-	return w.cfg.NewerPayloadFor / time.Duration(max(maxRetry, 1))
+	return w.cfg.NewerPayloadFor / time.Duration(max(newerPayloadWaits(maxRetry), 1))
 }
 
 // NoPayloadError is returned by RequeueRejected for a rejected task that kept no payload.

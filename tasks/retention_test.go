@@ -157,3 +157,132 @@ func TestRetentionMustExceedIdempotencyWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestRetentionKeepsATombstoneWhoseTaskStillWaits: a canceled dispatch whose task still waits in
+// Redis is held back only by its tombstone row (queue ""), however long the task waits: the
+// retention keeps the tombstone (else the task would meet no row on first sight, and send). Once
+// the task has met it, the tombstone's retention counts from then, and a later sweep deletes it.
+func TestRetentionKeepsATombstoneWhoseTaskStillWaits(t *testing.T) {
+	t.Parallel()
+	b := setup(t, withConfig(func(c *tasks.Config) {
+		c.IdempotencyWindow, c.Retention = time.Hour, 2*time.Hour
+		c.SweepInterval = time.Hour
+	}))
+	ctx := t.Context()
+	id := b.dispatch(t, "accounts.password_reset") // waits in Redis: no worker runs yet
+	if c, err := b.store.CancelDispatch(ctx, id, "operator canceled", true); err != nil || !c.Tombstone {
+		t.Fatalf("cancel: %+v %v", c, err)
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := b.pool.Exec(ctx, sql, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The queue is backed up for 3 hours (workers down, a deploy stuck, …).
+	exec(`UPDATE herald.dispatches SET updated_at = now() - interval '3 hours' WHERE id = $1`)
+	b.worker.Sweep(ctx)
+	if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+		t.Fatalf("after the sweep the canceled dispatch's tombstone is %q (gone): its waiting task will send", st)
+	}
+	b.start()
+	waitFor(t, 15*time.Second, "the task to meet its tombstone", func() bool {
+		var met bool
+		err := b.pool.QueryRow(ctx, `SELECT retention_from IS NOT NULL FROM herald.dispatches WHERE id = $1`, id).Scan(&met)
+		return err == nil && met
+	})
+	if rs := b.receipts(id); len(rs) != 0 {
+		t.Errorf("the canceled dispatch has %d deliveries, want none", len(rs))
+	}
+	if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+		t.Fatalf("the tombstone its task met is %q, want canceled", st)
+	}
+	b.worker.Sweep(ctx) // met a moment ago: kept for the retention
+	if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+		t.Fatalf("a tombstone met a moment ago is %q after a sweep, want kept for the retention", st)
+	}
+	exec(`UPDATE herald.dispatches SET retention_from = now() - interval '3 hours' WHERE id = $1`)
+	b.worker.Sweep(ctx)
+	if _, err := b.store.GetDispatch(ctx, id); !errors.Is(err, receipts.ErrNotFound) {
+		t.Errorf("a tombstone met longer than the retention ago: %v, want it deleted", err)
+	}
+}
+
+// TestRetentionMustExceedNewerPayloadFor: a retention that does not exceed the time a task of a
+// newer payload version is retried is refused at start-up.
+func TestRetentionMustExceedNewerPayloadFor(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(t.Context(), "postgres://herald@127.0.0.1:1/unused") // never connected
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for _, tc := range []struct {
+		retention, newer time.Duration
+		refused          bool
+	}{
+		{48 * time.Hour, 48 * time.Hour, true},
+		{48 * time.Hour, 72 * time.Hour, true},
+		{48 * time.Hour, 47 * time.Hour, false},
+		{0, 0, false}, // defaults: 90 days and 1h
+	} {
+		w, err := tasks.NewWorker(tasks.Config{Redis: testenv.RedisOpt(t), DB: pool, Registry: events.NewRegistry(),
+			SecretKeys: secretKeys, Retention: tc.retention, NewerPayloadFor: tc.newer})
+		if w != nil {
+			_ = w.Close()
+		}
+		refused := err != nil && strings.Contains(err.Error(), "must exceed the newer payload retry time")
+		if refused != tc.refused || (!tc.refused && err != nil) {
+			t.Errorf("retention %v, newer payload retry time %v: err = %v, want refused %v", tc.retention, tc.newer, err, tc.refused)
+		}
+	}
+}
+
+// TestSweepKeepsGoingPastPushedDispatches: a sweep batch of dispatches past the retention whose
+// receipts are kept pushes them forward (to when their reminders are due) and counts them as work
+// done, so the sweep takes the next batch and deletes the deletable dispatches behind them (that
+// the next sweeps do not read them again, receipts.TestDeleteExpiredDispatchesCostWithFutureReminders
+// measures).
+func TestSweepKeepsGoingPastPushedDispatches(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	b := setup(t, withMetrics(reg), withConfig(func(c *tasks.Config) {
+		c.Retention = 48 * time.Hour
+		c.SweepInterval = time.Hour // the test sweeps itself
+	}))
+	ctx := t.Context()
+	// 1,500 dispatches settled 10 days ago, each with a reminder due in 5 days (more than a sweep
+	// batch), and behind them 10 settled 9 days ago with no receipt left.
+	for _, sql := range []string{
+		`INSERT INTO herald.dispatches (id, event_id, status, attempt, due_at, accepted_at, updated_at, queue)
+		 SELECT gen_random_uuid(), 'test.reminder', 'fanned_out', 1, now(), now() - interval '10 days',
+		        now() - interval '10 days' - i * interval '1 second', $1
+		 FROM generate_series(1, 1500) i`,
+		`INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, status, due_at, expires_at, queue)
+		 SELECT gen_random_uuid(), d.id, d.event_id, 'later', 'email', 'u1', 'scheduled', now() + interval '5 days',
+		        now() + interval '6 days', $1
+		 FROM herald.dispatches d WHERE d.event_id = 'test.reminder'`,
+		`INSERT INTO herald.dispatches (id, event_id, status, attempt, due_at, accepted_at, updated_at, queue)
+		 SELECT gen_random_uuid(), 'test.once', 'fanned_out', 1, now(), now() - interval '9 days', now() - interval '9 days', $1
+		 FROM generate_series(1, 10) i`,
+	} {
+		if _, err := b.pool.Exec(ctx, sql, b.queue); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.worker.Sweep(ctx)
+	var reminders, pushed, once int
+	if err := b.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE event_id = 'test.reminder'),
+		count(*) FILTER (WHERE event_id = 'test.reminder' AND retention_from > now() + interval '4 days'),
+		count(*) FILTER (WHERE event_id = 'test.once') FROM herald.dispatches`).Scan(&reminders, &pushed, &once); err != nil {
+		t.Fatal(err)
+	}
+	if reminders != 1500 || pushed != 1500 || once != 0 {
+		t.Errorf("after a sweep: %d dispatches with a reminder kept, %d of them pushed to it, %d deletable ones left; want 1500, 1500, 0",
+			reminders, pushed, once)
+	}
+	want := map[string]float64{"receipts": 0, "dispatches": 10, "rejected_tasks": 0, "dev_mailbox": 0}
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
+		t.Errorf("herald_retention_deleted_total: %v, want %v (pushed dispatches are not deleted ones)", got, want)
+	}
+}

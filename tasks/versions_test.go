@@ -248,7 +248,7 @@ func TestNewerPayloadHeldThenRequeued(t *testing.T) {
 	b.start()
 	payloads := map[string][]byte{tasks.TypeDispatch: fixture(t, "dispatch_v2.json"), tasks.TypeDeliver: fixture(t, "deliver_v2.json")}
 	for typ, p := range payloads {
-		b.enqueueRaw(t, typ, "v2-"+typ, p, asynq.MaxRetry(2))
+		b.enqueueRaw(t, typ, "v2-"+typ, p, asynq.MaxRetry(3)) // two retries waiting, the third the spare
 	}
 	var rows []receipts.RejectedTask
 	waitFor(t, 30*time.Second, "both v2 tasks to be held", func() bool {
@@ -428,11 +428,12 @@ func TestRequeueRejectedRefusals(t *testing.T) {
 }
 
 // TestNewerPayloadRetriesSpanNewerPayloadFor: the retries of a newer payload are spread over
-// NewerPayloadFor: with four retries allowed and an hour to wait, the next try is 15 minutes out.
+// NewerPayloadFor: with five retries allowed (four spent waiting, the last one the spare) and an
+// hour to wait, the next try is 15 minutes out.
 func TestNewerPayloadRetriesSpanNewerPayloadFor(t *testing.T) {
 	t.Parallel()
 	b := setup(t, withConfig(func(c *tasks.Config) { c.NewerPayloadFor = time.Hour })).start()
-	b.enqueueRaw(t, tasks.TypeDeliver, "v2-spread", fixture(t, "deliver_v2.json"), asynq.MaxRetry(4))
+	b.enqueueRaw(t, tasks.TypeDeliver, "v2-spread", fixture(t, "deliver_v2.json"), asynq.MaxRetry(5))
 	insp := asynq.NewInspector(b.redis)
 	defer insp.Close()
 	var info *asynq.TaskInfo
@@ -442,7 +443,7 @@ func TestNewerPayloadRetriesSpanNewerPayloadFor(t *testing.T) {
 		return err == nil && info.State == asynq.TaskStateRetry
 	})
 	if in := time.Until(info.NextProcessAt); in < 14*time.Minute || in > 15*time.Minute {
-		t.Fatalf("next try in %v, want 15m (NewerPayloadFor / MaxRetry)", in)
+		t.Fatalf("next try in %v, want 15m (NewerPayloadFor / (MaxRetry-1))", in)
 	}
 	if info.Retried != 1 || !strings.Contains(info.LastErr, "payload version 2 is newer") {
 		t.Fatalf("retried %d, last error %q", info.Retried, info.LastErr)

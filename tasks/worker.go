@@ -144,8 +144,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		RetryDelayFunc:           w.retryDelay,
 		// A newer payload's retry (newerPayloadRetry) is a failure: asynq's retry count ends it.
+		// A failed hold of one (holdFailed) is not: its payload exists nowhere else.
 		IsFailure: func(err error) bool {
-			return !errors.As(err, new(*notDueError)) && !errors.As(err, new(*waitDBError))
+			return !errors.As(err, new(*notDueError)) && !errors.As(err, new(*waitDBError)) && !errors.As(err, new(*holdFailed))
 		},
 		ErrorHandler: asynq.ErrorHandlerFunc(w.logTaskError),
 		Logger:       asynqLogger{w.log.With().Str("component", "asynq").Logger()},
@@ -225,6 +226,10 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	if errors.As(err, &np) {
 		return np.delay
 	}
+	var hf *holdFailed
+	if errors.As(err, &hf) {
+		return hf.delay
+	}
 	return w.backoff.Delay(n + 1)
 }
 
@@ -242,6 +247,7 @@ func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	var wd *waitDBError
 	var np *newerPayloadRetry
+	var hf *holdFailed
 	switch {
 	case errors.As(err, &wd):
 		w.log.Warn().Err(err).Str("task_type", t.Type()).Str("task_id", id).Msg("PostgreSQL is unreachable; the task waits for it (not counted as a failure)")
@@ -249,6 +255,9 @@ func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
 		w.log.Warn().Str("task_type", t.Type()).Str("task_id", id).Int("payload_version", np.err.Version).
 			Int("understood_version", np.err.Understood).Int("retried", retried).Int("max_retry", maxRetry).Dur("retry_in", np.delay).
 			Msg("payload of a newer version than this worker understands (rolling deploy?); handed back to asynq for a newer worker")
+	case errors.As(err, &hf):
+		w.log.Warn().Err(err).Str("task_type", t.Type()).Str("task_id", id).Dur("retry_in", hf.delay).
+			Msg("could not keep a task of a newer payload version for a newer worker; it is tried again (not counted as a failure)")
 	case retried >= maxRetry:
 		w.log.Error().Err(err).Str("task_type", t.Type()).Str("task_id", id).Int("retried", retried).
 			Msg("task failed and asynq archives it; the promoter re-creates it if PostgreSQL holds its row")

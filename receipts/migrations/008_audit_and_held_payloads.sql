@@ -13,4 +13,7 @@ CREATE TABLE IF NOT EXISTS herald.audit_log (
 -- version that no such worker took in time): kept so an operator can enqueue it again once the
 -- fleet is upgraded. Payloads hold references and sealed secrets only. Nullable with no default:
 -- adding it rewrites nothing, and older workers never write it.
+-- The ALTER takes a brief ACCESS EXCLUSIVE lock: behind a long transaction it gives up rather than
+-- queue every writer behind it (the worker's next start retries the migration).
+SET LOCAL lock_timeout = '2s';
 ALTER TABLE herald.rejected_tasks ADD COLUMN IF NOT EXISTS payload bytea;
