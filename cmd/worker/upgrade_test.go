@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"maps"
 	"net/http"
@@ -38,7 +40,7 @@ const prevRelease = "b3dd515e3a8988e791fb0fb30562d050b539ad46"
 
 // prevStartsOnNewerSchema says whether the previous release's worker starts with
 // HERALD_MIGRATE=auto on a schema a newer release has migrated. b3dd515 does not: its migrator
-// (tern) refuses a schema_version above the migrations it knows ("current version 9 is outside
+// (tern) refuses a schema_version above the migrations it knows ("current version 11 is outside
 // the valid versions of 0 to 7") and the worker exits. So, upgrading from it, an old worker that
 // restarts during the rolling deploy needs HERALD_MIGRATE=off (the CHANGELOG's upgrade note).
 // receipts.MigrateFS now leaves a newer schema alone: set this to true once prevRelease has that.
@@ -56,9 +58,11 @@ const (
 // TestRollingUpgrade is a rolling deploy from the previous release under load. A worker of the
 // previous release serves a queue of its own database while a producer keeps dispatching and
 // 400,000 rows are loaded; a worker of this release starts beside it and applies the newer
-// migrations; both serve together; the old worker restarts once on the newer schema. Then every
-// dispatch is final with one email per receipt, no table was rewritten, no index is left invalid,
-// the schema is at this release's last migration, and each worker sent mail on the newer schema.
+// migrations; both serve together; the old worker restarts once on the newer schema. While the
+// new worker migrates, no other session (the old worker, the producer, a write probe) waits on
+// its locks for blockBound, and the old worker keeps sending. Then every dispatch is final with
+// one email per receipt, no table was rewritten, no index is left invalid, the schema is at this
+// release's last migration, and each worker sent mail on the newer schema.
 func TestRollingUpgrade(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -70,7 +74,7 @@ func TestRollingUpgrade(t *testing.T) {
 	keys := "dev1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
 	base := append(os.Environ(),
 		"HERALD_REDIS_URL="+testenv.RedisURL(t),
-		"HERALD_DATABASE_URL="+dbURL,
+		"HERALD_DATABASE_URL="+withApp(t, dbURL, appPrev),
 		"HERALD_QUEUE="+queue,
 		"HERALD_SMTP_URL="+rec.URL(),
 		"HERALD_MAIL_FROM=Herald <noreply@herald.test>",
@@ -112,10 +116,46 @@ func TestRollingUpgrade(t *testing.T) {
 	load(t, db, queue)
 	nodes := relfilenodes(t, db)
 
-	// This release's worker applies its migrations while the old one serves and the producer
-	// produces, then both serve together: each sends mail on the newer schema.
-	cur := startWorker(t, env("auto"))
+	known, err := fs.Glob(receipts.Migrations(), "*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// This release's worker applies its migrations while the old one serves, the producer
+	// produces and a probe writes, all watched for waits on the migrating worker's locks; then
+	// both workers serve together: each sends mail on the newer schema.
+	watch := watchLocks(t, dbURL)
+	probe := startProbe(t, dbURL)
+	oldAtLaunch := sentBy(t, old)
+	launched := time.Now()
+	cur := launch(t, filepath.Join(binaries(t), "worker"), append(env("auto"), "HERALD_DATABASE_URL="+withApp(t, dbURL, appCur)))
 	all = append(all, cur)
+	last, lastAt, gap := oldAtLaunch, launched, time.Duration(0) // the old worker's longest time without a send
+	for serving := false; !serving; {
+		select {
+		case <-cur.started:
+			serving = true
+		case <-cur.done:
+			t.Fatalf("this release's worker exited: %v\n%s", cur.err, cur.logs.String())
+		case <-time.After(100 * time.Millisecond):
+			if time.Since(launched) > 30*time.Second {
+				t.Fatal("this release's worker did not start (migrate) within 30s")
+			}
+		}
+		if n := sentBy(t, old); n > last {
+			last, lastAt = n, time.Now()
+		}
+		gap = max(gap, time.Since(lastAt))
+	}
+	window := time.Since(launched)
+	watch.stop(t, db, len(known))
+	probe.stop(t)
+	if during := last - oldAtLaunch; during == 0 && window >= progressWindow {
+		t.Errorf("the old worker sent nothing in the %v this release's worker took to migrate: the migration stopped it",
+			window.Round(time.Millisecond))
+	}
+	t.Logf("migration window %v: the old worker sent %d, its longest time without a send %v",
+		window.Round(time.Millisecond), last-oldAtLaunch, gap.Round(time.Millisecond))
 	oldBefore := sentBy(t, old)
 	waitUntil(t, "both workers send on the newer schema", func() bool {
 		return sentBy(t, old) >= oldBefore+enough && sentBy(t, cur) >= enough
@@ -168,10 +208,6 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	if err != nil || len(invalid) > 0 {
 		t.Errorf("invalid indexes left in herald: %v (%v)", invalid, err)
-	}
-	known, err := fs.Glob(receipts.Migrations(), "*.sql")
-	if err != nil {
-		t.Fatal(err)
 	}
 	if v := schemaVersion(t, db); v != len(known) {
 		t.Errorf("schema_version %d, want %d (this release's last migration)", v, len(known))
@@ -512,4 +548,306 @@ func checkOneEmailEach(t *testing.T, db *pgxpool.Pool, ids []string, msgs []emai
 func lastLine(s string) string {
 	s = strings.TrimSpace(s)
 	return s[strings.LastIndexByte(s, '\n')+1:]
+}
+
+// The application_name of each kind of session in the test's database, so that the lock watcher
+// knows the migrating worker's sessions and a failure names who waited.
+const (
+	appPrev  = "herald-upgrade-prev"  // the previous release's workers
+	appCur   = "herald-upgrade-cur"   // this release's worker: the migrating one
+	appProbe = "herald-upgrade-probe" // the write probe
+	appWatch = "herald-upgrade-watch" // the lock watcher
+)
+
+// blockBound is how long any session may wait for a lock the migrating worker holds or queues
+// for. A migration that locks a table takes it briefly, under a lock_timeout below this bound
+// (008: 2s), and a CONCURRENTLY build blocks no writer; one that stops the workers exceeds it.
+const blockBound = 3 * time.Second
+
+// progressWindow: a migration taking at least this long must leave the old worker sending; it
+// sends tens of deliveries a second under the producer's load.
+const progressWindow = 2 * time.Second
+
+// withApp returns dbURL with application_name set to app.
+func withApp(t *testing.T, dbURL, app string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("application_name", app)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// lockWait is a session seen waiting, directly or through other waiting sessions, for a lock of
+// the migrating worker.
+type lockWait struct {
+	pid                 int32
+	app, query          string
+	waited              time.Duration // since PostgreSQL's waitstart of its lock
+	blocker             int32         // the migrating worker's session at the root of the wait
+	blockerQuery        string
+	firstSeen, lastSeen time.Time
+}
+
+func (w lockWait) String() string {
+	who := w.app
+	if who == "" {
+		who = "the test's producer"
+	}
+	return fmt.Sprintf("session %d (%s) waited %v in %q behind the migrating worker's session %d in %q",
+		w.pid, who, w.waited.Round(time.Millisecond), statement(w.query), w.blocker, statement(w.blockerQuery))
+}
+
+// statement shortens a query's text for a message: its words on one line, up to 100 bytes.
+func statement(q string) string {
+	q = strings.Join(strings.Fields(q), " ")
+	if len(q) > 100 {
+		q = q[:100] + "…"
+	}
+	return q
+}
+
+// lockWatcher polls pg_stat_activity every 20ms while this release's worker migrates and keeps,
+// for each session waiting on the migrating worker, its longest wait.
+type lockWatcher struct {
+	halt     chan struct{}
+	haltOnce sync.Once
+	done     chan struct{}
+	polls    int
+	seenCur  bool                // a session of the migrating worker was seen
+	waits    map[int32]*lockWait // by waiting pid: its longest wait
+	err      error
+}
+
+func watchLocks(t *testing.T, dbURL string) *lockWatcher {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, withApp(t, dbURL, appWatch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &lockWatcher{halt: make(chan struct{}), done: make(chan struct{}), waits: map[int32]*lockWait{}}
+	t.Cleanup(func() {
+		w.haltOnce.Do(func() { close(w.halt) })
+		<-w.done
+		_ = conn.Close(context.WithoutCancel(ctx))
+	})
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if err := w.poll(ctx, conn); err != nil {
+				w.err = err
+				return
+			}
+			select {
+			case <-w.halt:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return w
+}
+
+// poll records the sessions of the test's database that wait for a lock held, or queued for,
+// by the migrating worker, directly or behind other waiting sessions (pg_blocking_pids names
+// both the holders and the sessions ahead in the lock's queue).
+func (w *lockWatcher) poll(ctx context.Context, conn *pgx.Conn) error {
+	type session struct {
+		app, query string
+		waiting    bool
+		blockers   []int32
+		waited     float64 // seconds
+	}
+	rows, err := conn.Query(ctx, `SELECT a.pid, a.application_name, left(a.query, 300), a.wait_event_type IS NOT DISTINCT FROM 'Lock',
+			CASE WHEN a.wait_event_type = 'Lock' THEN pg_blocking_pids(a.pid) END,
+			COALESCE((SELECT EXTRACT(epoch FROM clock_timestamp() - min(l.waitstart))::float8
+				FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted), 0)
+		FROM pg_stat_activity a
+		WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+			AND (a.wait_event_type = 'Lock' OR a.application_name = $1)`, appCur)
+	if err != nil {
+		return err
+	}
+	sessions := map[int32]session{}
+	var pid int32
+	var s session
+	_, err = pgx.ForEachRow(rows, []any{&pid, &s.app, &s.query, &s.waiting, &s.blockers, &s.waited}, func() error {
+		sessions[pid] = s
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	w.polls++
+	for pid, s := range sessions {
+		if s.app == appCur {
+			w.seenCur = true
+			continue
+		}
+		if !s.waiting {
+			continue
+		}
+		// Follow the waits from pid to a session of the migrating worker.
+		var root int32
+		seen := map[int32]bool{pid: true}
+		for queue := slices.Clone(s.blockers); len(queue) > 0 && root == 0; queue = queue[1:] {
+			b := queue[0]
+			if seen[b] {
+				continue
+			}
+			seen[b] = true
+			switch bs, ok := sessions[b]; {
+			case ok && bs.app == appCur:
+				root = b
+			case ok && bs.waiting:
+				queue = append(queue, bs.blockers...)
+			}
+		}
+		if root == 0 {
+			continue
+		}
+		waited := time.Duration(s.waited * float64(time.Second))
+		lw := w.waits[pid]
+		if lw == nil {
+			lw = &lockWait{pid: pid, app: s.app, firstSeen: now}
+			w.waits[pid] = lw
+		}
+		// A wait PostgreSQL has not stamped yet counts from when the watcher first saw it.
+		waited = max(waited, now.Sub(lw.firstSeen))
+		lw.lastSeen = now
+		if waited >= lw.waited {
+			lw.waited, lw.query, lw.blocker, lw.blockerQuery = waited, s.query, root, sessions[root].query
+		}
+	}
+	return nil
+}
+
+// stop ends the watch once this release's worker serves, which it does only after migrating:
+// the schema must be at this release's last migration. It fails the test for each session that
+// waited on the migrating worker for blockBound or longer.
+func (w *lockWatcher) stop(t *testing.T, db *pgxpool.Pool, latest int) {
+	t.Helper()
+	if v := schemaVersion(t, db); v != latest {
+		t.Errorf("this release's worker serves at schema_version %d, want %d: the lock watch would stop before the migrations end", v, latest)
+	}
+	w.haltOnce.Do(func() { close(w.halt) })
+	<-w.done
+	if w.err != nil {
+		t.Fatalf("the lock watcher: %v", w.err)
+	}
+	waits := slices.SortedFunc(maps.Values(w.waits), func(a, b *lockWait) int { return cmp.Compare(b.waited, a.waited) })
+	var over []string
+	for _, lw := range waits {
+		if lw.waited >= blockBound {
+			over = append(over, lw.String())
+		}
+	}
+	if len(over) > 0 {
+		t.Errorf("the migration stopped %d other session(s) for %v or longer (a migration must take its locks under a lock_timeout, "+
+			"or CONCURRENTLY), the longest:\n\t%s", len(over), blockBound, strings.Join(over[:min(len(over), 4)], "\n\t"))
+	}
+	switch {
+	case !w.seenCur:
+		t.Logf("lock watcher: %d polls, no session of the migrating worker seen (the migrations took under a poll)", w.polls)
+	case len(waits) == 0:
+		t.Logf("lock watcher: %d polls, no session waited on the migrating worker", w.polls)
+	default:
+		t.Logf("lock watcher: %d polls, %d session(s) waited on the migrating worker, the longest: %v", w.polls, len(waits), waits[0])
+	}
+}
+
+// writeProbe writes to the tables the migrations alter every 20ms, in a queue no worker serves:
+// it inserts a rejected task and updates a dispatch and a receipt of its own. Whatever a
+// migration locks, the probe is there to wait for it.
+type writeProbe struct {
+	halt     chan struct{}
+	haltOnce sync.Once
+	done     chan struct{}
+	writes   int
+	slowest  time.Duration
+	slowWhat string
+	err      error
+}
+
+func startProbe(t *testing.T, dbURL string) *writeProbe {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, withApp(t, dbURL, appProbe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dispatch, receipt string
+	err = conn.QueryRow(ctx, `WITH d AS (
+			INSERT INTO herald.dispatches (id, event_id, actor, queue, due_at)
+			VALUES (gen_random_uuid(), 'upgrade.probe', 'upgrade-probe', 'upgrade-probe', now() + interval '10 years')
+			RETURNING id, event_id, queue, due_at)
+		INSERT INTO herald.receipts (id, dispatch_id, event_id, channel_key, transport, recipient_id, due_at, expires_at, queue)
+		SELECT gen_random_uuid(), id, event_id, 'email', 'email', 'probe', due_at, due_at + interval '1 day', queue FROM d
+		RETURNING dispatch_id::text, id::text`).Scan(&dispatch, &receipt)
+	if err != nil {
+		_ = conn.Close(ctx)
+		t.Fatalf("the write probe's rows: %v", err)
+	}
+	p := &writeProbe{halt: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() {
+		p.haltOnce.Do(func() { close(p.halt) })
+		<-p.done
+		_ = conn.Close(context.WithoutCancel(ctx))
+	})
+	writes := []struct {
+		what, sql string
+		arg       any
+	}{
+		{"INSERT INTO herald.rejected_tasks", `INSERT INTO herald.rejected_tasks (task_type, queue, reason) VALUES ('upgrade:probe', 'upgrade-probe', $1)`, "probe"},
+		{"UPDATE herald.dispatches", `UPDATE herald.dispatches SET updated_at = now() WHERE id = $1`, dispatch},
+		{"UPDATE herald.receipts", `UPDATE herald.receipts SET updated_at = now() WHERE id = $1`, receipt},
+	}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for _, w := range writes {
+				start := time.Now()
+				if _, err := conn.Exec(ctx, w.sql, w.arg); err != nil {
+					if ctx.Err() == nil {
+						p.err = fmt.Errorf("%s: %w", w.what, err)
+					}
+					return
+				}
+				p.writes++
+				if d := time.Since(start); d > p.slowest {
+					p.slowest, p.slowWhat = d, w.what
+				}
+			}
+			select {
+			case <-p.halt:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return p
+}
+
+// stop ends the probe and fails the test if a write failed or waited blockBound or longer.
+func (p *writeProbe) stop(t *testing.T) {
+	t.Helper()
+	p.haltOnce.Do(func() { close(p.halt) })
+	<-p.done
+	if p.err != nil {
+		t.Errorf("the write probe: %v", p.err)
+	}
+	if p.slowest >= blockBound {
+		t.Errorf("a write during the migrations took %v (%s): the migration stopped writers (bound %v)",
+			p.slowest.Round(time.Millisecond), p.slowWhat, blockBound)
+	}
+	t.Logf("write probe: %d writes during the migrations, the slowest %v (%s)", p.writes, p.slowest.Round(time.Millisecond), p.slowWhat)
 }
