@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/mail"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -25,10 +28,19 @@ const erasedIDPrefix = "erased:"
 // eraseReason is recorded on the deliveries and dispatches an erasure cancels.
 const eraseReason = "recipient erased"
 
+// droppedNote ends the reason of a rejected task whose kept payload an erasure dropped.
+const droppedNote = " (kept payload dropped by an erasure)"
+
+// ErrIncompleteAddress is returned for a recipient that holds an @ but is not one whole
+// address ("@example.net", "ann@", a list, a display name): matched as text it would erase
+// every person whose address it is part of.
+var ErrIncompleteAddress = errors.New("not one complete address: give the whole address (local@domain) or a recipient id")
+
 // EraseRequest asks EraseRecipient to erase one recipient.
 type EraseRequest struct {
-	// Who is the recipient: an address (matched in any letter case) or a recipient id, as the
-	// event's Recipients gave it (herald.receipts.recipient_id).
+	// Who is the recipient: one whole address (matched in any letter case; input holding an @
+	// that is not one complete address is refused with ErrIncompleteAddress) or a recipient id,
+	// as the event's Recipients gave it (herald.receipts.recipient_id), matched exactly.
 	Who string
 	// Actor names who asked for the erasure; it is recorded in the audit row.
 	Actor string
@@ -99,11 +111,15 @@ func (e Erasure) auditDetail() ([]byte, error) {
 // RecipientAddresses returns the addresses, lower-cased, that Herald's erasure of who covers:
 // who itself when it is an address (it holds an @, or a delivery went to it), and the
 // addresses of the deliveries to recipient id who. Callers that erase elsewhere first (the
-// tasks queued in Redis) use it; EraseRecipient computes the same.
+// tasks queued in Redis) use it; EraseRecipient computes the same. Like EraseRecipient, it
+// refuses input holding an @ that is not one complete address (ErrIncompleteAddress).
 func (s *Store) RecipientAddresses(ctx context.Context, who string) ([]string, error) {
 	who = strings.TrimSpace(who)
 	if who == "" {
 		return nil, nil
+	}
+	if err := checkWho(who); err != nil {
+		return nil, err
 	}
 	rows, err := s.q.Query(ctx, `SELECT DISTINCT lower(btrim(recipient->>'address')) FROM herald.receipts
 		WHERE (recipient_id = $1 OR lower(btrim(recipient->>'address')) = lower($1)) AND recipient->>'address' <> ''`, who)
@@ -144,11 +160,13 @@ func (s *Store) RecipientAddresses(ctx context.Context, who string) ([]string, e
 //     minted secrets of their dispatches are dropped once no delivery needs them;
 //   - development mailbox: messages to them are deleted, others lose the occurrences;
 //   - rejected tasks: the reason loses the occurrences; a kept payload that holds their
-//     address, or that belongs to one of their dispatches, is dropped.
+//     address, or that belongs to one of their dispatches, is dropped, and the reason says so.
 //
-// Names are cut out, as whole words, only where the row is theirs or also holds their address:
-// a name alone is too common to hunt through every table. Refs keep their ids: an application's
-// row id names nobody by itself (a reference id holding the address is redacted all the same).
+// Addresses are found as whole addresses only (AddressMatcher): erasing bob@x.com leaves
+// abob@x.com and bob@x.community alone. Names are cut out, as whole words, only where the row
+// is theirs or also holds their address: a name alone is too common to hunt through every
+// table. Refs keep their ids: an application's row id names nobody by itself (a reference id
+// holding the address is redacted all the same).
 //
 // A row that may still change is left as it is and counted instead (Erasure.InFlight,
 // OpenDispatches): a delivery being sent cannot be taken back, and its outcome, written after
@@ -169,6 +187,9 @@ func (s *Store) EraseRecipient(ctx context.Context, req EraseRequest) (Erasure, 
 	}
 	if strings.HasPrefix(who, erasedIDPrefix) {
 		return Erasure{}, errors.New(`erase recipient: an id starting with "erased:" names a delivery already erased`)
+	}
+	if err := checkWho(who); err != nil {
+		return Erasure{}, err
 	}
 	b, ok := s.q.(interface {
 		Begin(context.Context) (pgx.Tx, error)
@@ -193,6 +214,24 @@ func (s *Store) EraseRecipient(ctx context.Context, req EraseRequest) (Erasure, 
 		return Erasure{}, fmt.Errorf("erase recipient: commit: %w", err)
 	}
 	return e.out, nil
+}
+
+// checkWho refuses a recipient that holds an @ but is not one whole address: matched as text,
+// "@example.net" or "ann@" would erase every person whose address it is part of. A recipient
+// without an @ is an id, matched exactly.
+func checkWho(who string) error {
+	if !strings.Contains(who, "@") {
+		return nil
+	}
+	a, err := mail.ParseAddress(who)
+	if err != nil || !strings.EqualFold(a.Address, who) {
+		return fmt.Errorf("erase recipient: %w", ErrIncompleteAddress) // never the input: errors are logged
+	}
+	at := strings.LastIndexByte(a.Address, '@')
+	if at <= 0 || at == len(a.Address)-1 {
+		return fmt.Errorf("erase recipient: %w", ErrIncompleteAddress)
+	}
+	return nil
 }
 
 // eraser is one erasure in progress, inside its transaction.
@@ -249,7 +288,7 @@ func (e *eraser) run(ctx context.Context) error {
 // args are the named arguments every statement may use.
 func (e *eraser) args(extra pgx.NamedArgs) pgx.NamedArgs {
 	a := pgx.NamedArgs{"who": e.who, "addrs": e.terms.addresses, "addr": e.terms.addrPattern(), "names": e.terms.namePattern(),
-		"erased": Erased}
+		"erased": Erased, "addrRepl": addrReplacement}
 	for k, v := range extra {
 		a[k] = v
 	}
@@ -591,7 +630,9 @@ func (e *eraser) redactRejected(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read kept payloads: %w", err)
 	}
-	tag, err = e.q.Exec(ctx, `UPDATE herald.rejected_tasks SET payload = NULL WHERE id = ANY($1)`, drop)
+	// The reason records the loss: a task held for a newer worker can no longer be requeued.
+	tag, err = e.q.Exec(ctx, `UPDATE herald.rejected_tasks SET payload = NULL, reason = reason || $2 WHERE id = ANY($1)`,
+		drop, droppedNote)
 	if err != nil {
 		return fmt.Errorf("drop kept payloads: %w", err)
 	}
@@ -635,9 +676,11 @@ func nullJSON(b []byte) any {
 	return string(b)
 }
 
-// redactSQL is SQL that cuts the address (@addr) and the names (@names) out of col.
+// redactSQL is SQL that cuts the addresses (@addr) and the names (@names) out of col. The
+// addresses go in two passes: a match takes the character before the address with it, so of
+// two occurrences apart by only a ";" the first pass may leave the second.
 func redactSQL(col string) string {
-	return "regexp_replace(regexp_replace(" + col + ", @addr, @erased, 'gi'), @names, @erased, 'gi')"
+	return "regexp_replace(regexp_replace(regexp_replace(" + col + ", @addr, @addrRepl, 'gi'), @addr, @addrRepl, 'gi'), @names, @erased, 'gi')"
 }
 
 // terms are what an erasure looks for in free text: the person's addresses and names, each
@@ -682,8 +725,45 @@ func htmlEscape(s string) string {
 	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&#34;", "'", "&#39;", "+", "&#43;").Replace(s)
 }
 
-// addrPattern is a PostgreSQL regular expression matching any form of the addresses.
-func (t *terms) addrPattern() string { return alternation(t.addrForms, false) }
+// An address is matched as a whole address only: bob@x.com is not in abob@x.com, a.bob@x.com,
+// bob@x.community or bob@x.com.au. Right before it there is no character an address may hold
+// (a letter, a digit, . _ % + - or @), and after it the domain does not go on (no letter, digit
+// or -, no dot followed by one). A URL escape (%2B) or a numeric HTML entity (&#43;) right
+// before it counts as the character it escapes, and only an ASCII character that no address
+// holds is a boundary: "a%2Bbob%40x.com" is a+bob's address, "mailto%3Abob%40x.com" bob's.
+// addrBefore and addrAfter say it in SQL (always matched ignoring case), addrStartsAt and
+// addrEndsAt in Go: keep them in step (TestEraseMatchesWholeAddressesOnly compares them).
+//
+// addrBefore is matched, and put back (addrReplacement), rather than looked behind for:
+// PostgreSQL checks a lookbehind longer than one character by running it from the start of
+// the text, which made a scan of captured mail a hundred times slower than a plain search.
+const (
+	// nonAddrHex and nonAddrDec are the ASCII characters no address holds, as two hex digits
+	// and in decimal.
+	nonAddrHex = `(?:[01][0-9a-f]|2[0-46-9acf]|3[a-f]|5[b-e]|60|7[b-f])`
+	nonAddrDec = `(?:[0-9]|[12][0-9]|3[0-689]|4[0-24]|47|5[89]|6[0-3]|9[1-46]|12[3-7])`
+	addrBefore = `(^` +
+		`|[^[:alnum:]._%+@;-]` + // a character no address holds (; below)
+		`|%` + nonAddrHex + `|&#0{0,7}` + nonAddrDec + `;|&#x0{0,7}(?:[0-9a-f]|` + nonAddrHex + `);` + // the same, escaped
+		// a ; that ends no numeric entity (&lt;): one not after &# and 1 to 8 digits, or &#x
+		// and 1 to 8 hex digits. Bounded repeats and one-character lookbehinds only: a match
+		// that may start anywhere (an unbounded repeat, a leading [^…]) is slow to place.
+		`|(?<![0-9a-f]);|(?<![#x0-9a-f])[0-9a-f]{1,8};|[0-9a-f]{9};|#[0-9]{0,7}[a-f][0-9a-f]{0,7};` +
+		`|(?<!&)#[0-9a-f]{1,8};|(?<!#)x[0-9a-f]{1,8};|(?<!&)#x[0-9a-f]{1,8};)`
+	addrAfter = `(?![[:alnum:]-])(?!\.[[:alnum:]])`
+	// addrReplacement replaces a match of addrPattern: what came before the address, then
+	// Erased.
+	addrReplacement = `\1` + Erased
+)
+
+// addrPattern is a PostgreSQL regular expression matching any form of the addresses, as a
+// whole address, with what comes before it (its first group).
+func (t *terms) addrPattern() string {
+	if len(t.addrForms) == 0 {
+		return noMatch
+	}
+	return addrBefore + alternation(t.addrForms, false) + addrAfter
+}
 
 // namePattern is a PostgreSQL regular expression matching any form of the names as a word.
 func (t *terms) namePattern() string { return alternation(t.nameForms, true) }
@@ -718,10 +798,8 @@ func quoteRegexp(s string) string {
 // mentions reports whether s holds an address, or a name as a word when names is set.
 func (t *terms) mentions(s string, names bool) bool {
 	ls := strings.ToLower(s)
-	for _, a := range t.addrForms {
-		if strings.Contains(ls, a) {
-			return true
-		}
+	if containsAddress(ls, t.addrForms) {
+		return true
 	}
 	if names {
 		for _, n := range t.nameForms {
@@ -731,6 +809,98 @@ func (t *terms) mentions(s string, names bool) bool {
 		}
 	}
 	return false
+}
+
+// containsAddress reports whether s, lower-cased, holds one of forms as a whole address.
+func containsAddress(s string, forms []string) bool {
+	for _, f := range forms {
+		for i := 0; i+len(f) <= len(s); {
+			j := strings.Index(s[i:], f)
+			if j < 0 {
+				break
+			}
+			start := i + j
+			if addrStartsAt(s, start) && addrEndsAt(s, start+len(f)) {
+				return true
+			}
+			i = start + 1
+		}
+	}
+	return false
+}
+
+// addrStartsAt reports whether an address may start at s[i]: what comes before, unescaped, is
+// not a character of an address.
+func addrStartsAt(s string, i int) bool {
+	if i == 0 {
+		return true
+	}
+	if i >= 3 && s[i-3] == '%' && isHex(s[i-2]) && isHex(s[i-1]) {
+		v, _ := strconv.ParseUint(s[i-2:i], 16, 8)
+		return nonAddrASCII(rune(v))
+	}
+	if v, ok := entityBefore(s[:i]); ok {
+		return nonAddrASCII(v)
+	}
+	r, _ := utf8.DecodeLastRuneInString(s[:i])
+	return !isAlnum(r) && !strings.ContainsRune("._%+@-", r)
+}
+
+// addrEndsAt reports whether an address may end at s[i]: its domain does not go on.
+func addrEndsAt(s string, i int) bool {
+	r, n := utf8.DecodeRuneInString(s[i:])
+	switch {
+	case n == 0:
+		return true
+	case isAlnum(r) || r == '-':
+		return false
+	case r == '.':
+		next, _ := utf8.DecodeRuneInString(s[i+1:])
+		return !isAlnum(next)
+	}
+	return true
+}
+
+// entityBefore decodes the numeric HTML entity (&#43; or &#x2b;, 1 to 8 digits) that s ends
+// with. A value too large for a rune decodes to utf8.MaxRune.
+func entityBefore(s string) (rune, bool) {
+	body, ok := strings.CutSuffix(s, ";")
+	if !ok {
+		return 0, false
+	}
+	dec := len(body)
+	for dec > 0 && body[dec-1] >= '0' && body[dec-1] <= '9' {
+		dec--
+	}
+	hex := dec
+	for hex > 0 && isHex(body[hex-1]) {
+		hex--
+	}
+	var digits string
+	var base int
+	switch {
+	case dec < len(body) && len(body)-dec <= 8 && strings.HasSuffix(body[:dec], "&#"):
+		digits, base = body[dec:], 10
+	case hex < len(body) && len(body)-hex <= 8 && strings.HasSuffix(body[:hex], "&#x"):
+		digits, base = body[hex:], 16
+	default:
+		return 0, false
+	}
+	v, err := strconv.ParseUint(digits, base, 32)
+	if err != nil || v > utf8.MaxRune {
+		return utf8.MaxRune, true
+	}
+	return rune(v), true
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+func isAlnum(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+
+// nonAddrASCII reports whether r is an ASCII character that no address holds: not a letter, a
+// digit, . _ % + - or @.
+func nonAddrASCII(r rune) bool {
+	return r < utf8.RuneSelf && !isAlnum(r) && !strings.ContainsRune("._%+@-", r)
 }
 
 // containsWord reports whether w occurs in s with no letter, digit or _ right before or after.
@@ -765,6 +935,37 @@ func wordRuneAt(s string, i int) bool {
 	}
 	return false
 }
+
+// AddressMatcher finds addresses as EraseRecipient does: in any letter case, raw or escaped as
+// URLs and HTML write them, and only as whole addresses (bob@x.com is not in abob@x.com).
+// tasks.EraseQueued uses it on the payloads queued in Redis.
+type AddressMatcher struct{ t terms }
+
+// NewAddressMatcher returns a matcher of addrs, blank ones skipped. A partial address (one
+// starting or ending with @: a domain, a local part) is refused with ErrIncompleteAddress.
+func NewAddressMatcher(addrs []string) (*AddressMatcher, error) {
+	var as []string
+	for _, a := range addrs {
+		a = strings.ToLower(strings.TrimSpace(a))
+		if a == "" {
+			continue
+		}
+		if strings.HasPrefix(a, "@") || strings.HasSuffix(a, "@") {
+			return nil, fmt.Errorf("match addresses: %w", ErrIncompleteAddress)
+		}
+		as = append(as, a)
+	}
+	m := &AddressMatcher{}
+	m.t.setAddresses(as)
+	return m, nil
+}
+
+// Empty reports whether the matcher has no address to find.
+func (m *AddressMatcher) Empty() bool { return len(m.t.addrForms) == 0 }
+
+// MatchPayload reports whether payload holds one of the addresses, as bytes or inside a JSON
+// string (where it may be written with \u escapes).
+func (m *AddressMatcher) MatchPayload(payload []byte) bool { return m.t.mentionsBytes(payload) }
 
 // mentionsBytes reports whether b holds an address, as bytes or inside a JSON string.
 func (t *terms) mentionsBytes(b []byte) bool {

@@ -2,7 +2,9 @@ package receipts_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -372,5 +374,133 @@ func TestEraseFindsEscapedFormsAndWholeNames(t *testing.T) {
 	ms, err := s.store.ListMail(ctx, 10)
 	if err != nil || len(ms) != 1 || ms[0].HTML != `<a href="mailto:[erased]">x</a>` || ms[0].Text != "https://x/unsubscribe?email=[erased]" {
 		t.Errorf("escaped forms in captured mail: %+v %v", ms, err)
+	}
+}
+
+// TestEraseDoesNotTouchALongerAddress: erasing bob@… leaves alone the people whose addresses
+// merely contain bob's (abob@…, bob@….network): their deliveries, subjects, replies, dispatch
+// variables, captured mail and held tasks, while bob's own data is erased.
+func TestEraseDoesNotTouchALongerAddress(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	ctx := t.Context()
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	bob := events.Recipient{ID: "8", Address: "bob" + hex + "@example.net", Name: "Bob" + hex}
+	mine := s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", bob, receipts.ReceiptSent, "Hi", "250 OK for "+bob.Address)
+
+	for i, other := range []events.Recipient{
+		{ID: "9", Address: "abob" + hex + "@example.net", Name: "Abe"},
+		{ID: "10", Address: "bob" + hex + "@example.network", Name: "Bea"},
+		{ID: "11", Address: "bob" + hex + "@example.net.example", Name: "Ben"},
+	} {
+		vars := fmt.Sprintf(`{"to": %q, "link": "https://x/u?email=%s"}`, other.Address, url.QueryEscape(other.Address))
+		d := s.dispatch(vars, receipts.DispatchFannedOut, "cli", "")
+		sent := s.delivery(d, "email", other, receipts.ReceiptSent, "Welcome "+other.Address, "250 OK queued for <"+other.Address+">")
+		later := s.delivery(d, "reminder", other, receipts.ReceiptScheduled, "", "")
+		if _, err := s.store.InsertMail(ctx, receipts.Mail{ReceiptID: sent, MessageID: "<" + sent + "@herald.test>", From: "noreply@herald.test",
+			To: other.Address, Subject: "Welcome", Text: "hi " + other.Address, HTML: "<p>" + strings.ReplaceAll(other.Address, "+", "&#43;") + "</p>"}); err != nil {
+			t.Fatal(err)
+		}
+		s.rejected(fmt.Sprintf("dispatch:%s:%d", newID(), i), "held for "+other.Address, fmt.Sprintf(`{"v":2,"vars":{"to":%q}}`, other.Address))
+
+		er := s.erase(bob.Address)
+		if r, _ := s.store.GetReceipt(ctx, later); r.Status != receipts.ReceiptScheduled {
+			t.Errorf("%s: the scheduled reminder is %s (%q): erasing bob canceled another person's delivery", other.Address, r.Status, r.LastError)
+		}
+		if r, _ := s.store.GetReceipt(ctx, sent); r.ProviderResponse != "250 OK queued for <"+other.Address+">" ||
+			r.Subject != "Welcome "+other.Address || r.RecipientID != other.ID {
+			t.Errorf("%s: the sent delivery was redacted: %+v", other.Address, r)
+		}
+		if dd, _ := s.store.GetDispatch(ctx, d); string(dd.Vars) != vars || dd.Sealed == nil {
+			t.Errorf("%s: the dispatch variables: %s", other.Address, dd.Vars)
+		}
+		var n int
+		_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM herald.dev_mailbox WHERE receipt_id = $1 AND rcpt_to = $2 AND text_body = $3`,
+			sent, other.Address, "hi "+other.Address).Scan(&n)
+		if n != 1 {
+			t.Errorf("%s: the captured mail was deleted or redacted by bob's erasure", other.Address)
+		}
+		_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM herald.rejected_tasks WHERE reason = $1 AND payload IS NOT NULL`,
+			"held for "+other.Address).Scan(&n)
+		if n != 1 {
+			t.Errorf("%s: the held task lost its reason or payload", other.Address)
+		}
+		if er.ReceiptsCanceled+er.ReceiptsRedacted+er.DispatchesRedacted+er.MailDeleted+er.MailRedacted+er.RejectedRedacted+er.PayloadsDropped > 0 &&
+			i > 0 {
+			t.Errorf("%s: the erasure of bob changed something: %+v", other.Address, er)
+		}
+	}
+	if r, _ := s.store.GetReceipt(ctx, mine); r.RecipientID != "erased:"+mine || r.ProviderResponse != "250 OK for [erased]" {
+		t.Errorf("bob's own delivery was not erased: %+v", r)
+	}
+}
+
+// TestEraseRefusesAPartialAddress: input holding an @ must be one whole address; a domain
+// ("@example.net"), a local part ("ann@") or a list would match everyone it is part of. It is
+// refused with ErrIncompleteAddress before anything is touched; a recipient id stays allowed.
+func TestEraseRefusesAPartialAddress(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	ctx := t.Context()
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	ann := events.Recipient{ID: "1", Address: "ann" + hex + "@example.net", Name: "Ann"}
+	d := s.dispatch(fmt.Sprintf(`{"to": %q}`, ann.Address), receipts.DispatchFannedOut, "cli", "")
+	later := s.delivery(d, "reminder", ann, receipts.ReceiptScheduled, "", "")
+	for _, who := range []string{"@example.net", "ann" + hex + "@", "@", "ann" + hex + "@example.net, x@y.z", "Ann <" + ann.Address + ">",
+		"ann" + hex + "@@example.net"} {
+		if _, err := s.store.EraseRecipient(ctx, receipts.EraseRequest{Who: who, Actor: "x"}); !errors.Is(err, receipts.ErrIncompleteAddress) {
+			t.Errorf("EraseRecipient(%q) = %v, want ErrIncompleteAddress", who, err)
+		} else if strings.Contains(err.Error(), "example.net") {
+			t.Errorf("the error repeats the input: %v", err)
+		}
+		if _, err := s.store.RecipientAddresses(ctx, who); !errors.Is(err, receipts.ErrIncompleteAddress) {
+			t.Errorf("RecipientAddresses(%q) = %v, want ErrIncompleteAddress", who, err)
+		}
+	}
+	if r, _ := s.store.GetReceipt(ctx, later); r.Status != receipts.ReceiptScheduled {
+		t.Errorf("a partial address canceled ann's delivery (%s, %q)", r.Status, r.LastError)
+	}
+	var audits int
+	_ = s.pool.QueryRow(ctx, `SELECT count(*) FROM herald.audit_log`).Scan(&audits)
+	if audits != 0 {
+		t.Errorf("%d audit rows written for refused erasures", audits)
+	}
+	// "example.net" holds no @: it is a recipient id, matched exactly, and nobody has it.
+	if er := s.erase("example.net"); er.ReceiptsCanceled+er.DispatchesRedacted != 0 {
+		t.Errorf("erasing the id example.net = %+v", er)
+	}
+	if er := s.erase(" " + strings.ToUpper(ann.Address) + " "); er.ReceiptsCanceled != 1 {
+		t.Errorf("erasing the whole address = %+v", er)
+	}
+}
+
+// TestEraseRecordsADroppedHeldPayload: a task held for a newer worker whose kept payload names
+// the person loses the payload, and its reason says so: it can no longer be requeued, and an
+// operator reading the rejected tasks learns why.
+func TestEraseRecordsADroppedHeldPayload(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	ctx := t.Context()
+	c := newCanary()
+	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "7", Address: c.addr, Name: c.name},
+		receipts.ReceiptSent, "Hi", "250 OK")
+	s.rejected("dispatch:"+newID()+":0", "payload version 2 is newer", fmt.Sprintf(`{"v":2,"vars":{"cc":%q}}`, c.addr))
+	s.rejected("dispatch:"+newID()+":0", "payload version 2 is newer", `{"v":2,"vars":{"cc":"someone@example.net"}}`)
+	er := s.erase(c.addr)
+	if er.PayloadsDropped != 1 {
+		t.Fatalf("erasure = %+v", er)
+	}
+	rows, err := s.store.ListRejectedTasks(ctx, 10)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("rejected tasks: %+v %v", rows, err)
+	}
+	for _, r := range rows {
+		dropped := strings.Contains(r.Reason, "payload dropped by an erasure")
+		if dropped == r.Requeueable || !strings.HasPrefix(r.Reason, "payload version 2 is newer") {
+			t.Errorf("rejected task %d: reason %q, requeueable %v", r.ID, r.Reason, r.Requeueable)
+		}
+	}
+	if again := s.erase(c.addr); again.PayloadsDropped+again.RejectedRedacted != 0 {
+		t.Errorf("second erasure = %+v", again)
 	}
 }

@@ -1,7 +1,6 @@
 package tasks
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,8 +31,10 @@ const eraseReason = "recipient erased"
 const erasePageSize = 500
 
 // EraseQueued removes from Redis the herald:dispatch tasks of queue whose payload holds one of
-// addresses (in any letter case): a dispatch not yet seen by a worker carries its variables
-// there, and asynq keeps retried and archived payloads for months. Each such task's dispatch is
+// addresses, found as EraseRecipient finds them (receipts.AddressMatcher: any letter case, URL-
+// and HTML-escaped forms, whole addresses only); a partial address ("@example.net") is refused
+// with receipts.ErrIncompleteAddress before any task is touched. A dispatch not yet seen by a
+// worker carries its variables there, and asynq keeps retried and archived payloads for months. Each such task's dispatch is
 // canceled first, as `enqueue cancel` does — a tombstone when PostgreSQL does not know it yet,
 // which the worker's first sight respects — so nothing is dropped without a record; then the
 // task is deleted. Run it before receipts.Store.EraseRecipient (which takes the addresses from
@@ -45,13 +46,16 @@ const erasePageSize = 500
 // runs it for each.
 func EraseQueued(ctx context.Context, redis asynq.RedisConnOpt, store *receipts.Store, queue string, addresses []string) (QueuedErasure, error) {
 	var out QueuedErasure
-	needles := lowerAll(addresses)
-	if len(needles) == 0 {
+	match, err := receipts.NewAddressMatcher(addresses)
+	if err != nil {
+		return out, fmt.Errorf("erase queued tasks: %w", err)
+	}
+	if match.Empty() {
 		return out, nil
 	}
 	insp := asynq.NewInspector(redis)
 	defer func() { _ = insp.Close() }()
-	found, err := findQueued(ctx, insp, queue, needles)
+	found, err := findQueued(ctx, insp, queue, match)
 	if err != nil {
 		return out, err
 	}
@@ -67,6 +71,12 @@ func EraseQueued(ctx context.Context, redis asynq.RedisConnOpt, store *receipts.
 		switch {
 		case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 			out.Deleted++ // or gone meanwhile: a worker took it, and met the cancel
+			// No task will meet the tombstone now: count its retention from here (else kept forever).
+			if id := queuedDispatchID(task); id != "" {
+				if err := store.MeetTombstone(ctx, id); err != nil {
+					return out, err
+				}
+			}
 		case isActive(insp, queue, task.ID): // it became active between the listing and the delete
 			out.Active++
 		default:
@@ -82,10 +92,10 @@ func isActive(insp *asynq.Inspector, queue, id string) bool {
 	return err == nil && info.State == asynq.TaskStateActive
 }
 
-// findQueued lists the dispatch tasks of queue whose payload holds a needle. States are read in
+// findQueued lists the dispatch tasks of queue whose payload holds an address. States are read in
 // the order tasks move through them (scheduled and retry → pending → active → archived), so a
 // task that moves during the listing is seen twice rather than missed.
-func findQueued(ctx context.Context, insp *asynq.Inspector, queue string, needles []string) ([]*asynq.TaskInfo, error) {
+func findQueued(ctx context.Context, insp *asynq.Inspector, queue string, match *receipts.AddressMatcher) ([]*asynq.TaskInfo, error) {
 	lists := []struct {
 		state string
 		list  func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error)
@@ -108,7 +118,7 @@ func findQueued(ctx context.Context, insp *asynq.Inspector, queue string, needle
 				return nil, fmt.Errorf("list the %s tasks of queue %q: %w", l.state, queue, err)
 			}
 			for _, task := range tasks {
-				if task.Type == TypeDispatch && !seen[task.ID] && payloadMentions(task.Payload, needles) {
+				if task.Type == TypeDispatch && !seen[task.ID] && match.MatchPayload(task.Payload) {
 					seen[task.ID] = true
 					found = append(found, task)
 				}
@@ -150,55 +160,4 @@ func queuedDispatchID(task *asynq.TaskInfo) string {
 		return parts[1]
 	}
 	return ""
-}
-
-// payloadMentions reports whether a payload holds a needle (lower-cased) in any letter case, as
-// raw bytes or inside a JSON string (where it may be written with \u escapes).
-func payloadMentions(payload []byte, needles []string) bool {
-	raw := bytes.ToLower(payload)
-	for _, n := range needles {
-		if bytes.Contains(raw, []byte(n)) {
-			return true
-		}
-	}
-	var v any
-	if json.Unmarshal(payload, &v) != nil {
-		return false
-	}
-	return jsonMentions(v, needles)
-}
-
-func jsonMentions(v any, needles []string) bool {
-	switch v := v.(type) {
-	case string:
-		s := strings.ToLower(v)
-		for _, n := range needles {
-			if strings.Contains(s, n) {
-				return true
-			}
-		}
-	case []any:
-		for _, e := range v {
-			if jsonMentions(e, needles) {
-				return true
-			}
-		}
-	case map[string]any:
-		for k, e := range v {
-			if jsonMentions(k, needles) || jsonMentions(e, needles) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func lowerAll(ss []string) []string {
-	var out []string
-	for _, s := range ss {
-		if s = strings.ToLower(strings.TrimSpace(s)); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }

@@ -3,8 +3,10 @@ package tasks_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -196,6 +198,11 @@ func TestEraseRecipientEndToEnd(t *testing.T) {
 		if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
 			t.Errorf("queued dispatch %s: %q, want a canceled tombstone", id, st)
 		}
+		// Its task is gone from Redis: the tombstone counts as met, so the retention can take it.
+		var met bool
+		if err := b.pool.QueryRow(ctx, `SELECT retention_from IS NOT NULL FROM herald.dispatches WHERE id = $1`, id).Scan(&met); err != nil || !met {
+			t.Errorf("tombstone of deleted task %s not met (%v): the retention would keep it forever", id, err)
+		}
 	}
 	insp := asynq.NewInspector(b.redis)
 	defer insp.Close()
@@ -248,5 +255,87 @@ func TestEraseQueuedIgnoresOtherQueuesAndDeliverTasks(t *testing.T) {
 	}
 	if q, err := tasks.EraseQueued(ctx, b.redis, b.store, testenv.Name("never_used"), []string{addr}); err != nil || q.Deleted != 0 {
 		t.Errorf("EraseQueued on a queue that does not exist = %+v %v", q, err)
+	}
+}
+
+// TestEraseQueuedDoesNotTouchALongerAddress: erasing bob@… neither cancels nor deletes the
+// queued dispatches of abob@… or bob@….network, whose addresses merely contain bob's.
+func TestEraseQueuedDoesNotTouchALongerAddress(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	bob := "bob" + hex + "@example.net"
+	parked := testenv.Queue(t)
+	var others []string
+	for _, addr := range []string{"abob" + hex + "@example.net", "bob" + hex + "@example.network"} {
+		others = append(others, queueDispatchTask(t, b, parked, 0, map[string]any{"to": addr, "link": "https://x/u?email=" + url.QueryEscape(addr)}))
+	}
+	bobs := queueDispatchTask(t, b, parked, 0, map[string]any{"to": strings.ToUpper(bob)})
+
+	q, err := tasks.EraseQueued(ctx, b.redis, b.store, parked, []string{bob})
+	if err != nil || q.Deleted != 1 {
+		t.Errorf("EraseQueued = %+v %v, want bob's task alone deleted", q, err)
+	}
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	for _, id := range others {
+		if _, err := insp.GetTaskInfo(parked, tasks.DispatchTaskID(id, 0)); err != nil {
+			t.Errorf("another person's queued dispatch was deleted by bob's erasure: %v", err)
+		}
+		if st := b.dispatchStatus(id); st == receipts.DispatchCanceled {
+			t.Errorf("another person's queued dispatch was canceled (tombstone) by bob's erasure")
+		}
+	}
+	if st := b.dispatchStatus(bobs); st != receipts.DispatchCanceled {
+		t.Errorf("bob's queued dispatch: %q, want a canceled tombstone", st)
+	}
+}
+
+// TestEraseQueuedFindsEscapedAddress: a queued dispatch whose variables hold the address only
+// URL- or HTML-escaped (an unsubscribe link) is found, as EraseRecipient finds it in PostgreSQL.
+func TestEraseQueuedFindsEscapedAddress(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	ann := "ann+" + hex + "@example.net"
+	parked := testenv.Queue(t)
+	ids := []string{
+		queueDispatchTask(t, b, parked, 0, map[string]any{"unsubscribe": "https://app.test/u?email=ann%2B" + hex + "%40example.net"}),
+		queueDispatchTask(t, b, parked, 0, map[string]any{"html": `<a href="mailto:ann&#43;` + hex + `@example.net">x</a>`}),
+	}
+	q, err := tasks.EraseQueued(ctx, b.redis, b.store, parked, []string{ann})
+	if err != nil || q.Deleted != 2 {
+		t.Errorf("EraseQueued = %+v %v, want 2 deleted", q, err)
+	}
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	for _, id := range ids {
+		if _, err := insp.GetTaskInfo(parked, tasks.DispatchTaskID(id, 0)); err == nil {
+			t.Errorf("a queued dispatch holding the escaped address survives the erasure in Redis")
+		}
+	}
+}
+
+// TestEraseQueuedRefusesAPartialAddress: a domain or a local part alone would match every
+// address it is part of; EraseQueued refuses it before touching any task.
+func TestEraseQueuedRefusesAPartialAddress(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	parked := testenv.Queue(t)
+	id := queueDispatchTask(t, b, parked, 0, map[string]any{"to": "ann" + hex + "@example.net"})
+	for _, partial := range []string{"@example.net", "ann" + hex + "@", "@"} {
+		q, err := tasks.EraseQueued(ctx, b.redis, b.store, parked, []string{"bob@example.net", partial})
+		if !errors.Is(err, receipts.ErrIncompleteAddress) || q != (tasks.QueuedErasure{}) {
+			t.Errorf("EraseQueued(%q) = %+v %v, want ErrIncompleteAddress", partial, q, err)
+		}
+	}
+	insp := asynq.NewInspector(b.redis)
+	defer insp.Close()
+	if _, err := insp.GetTaskInfo(parked, tasks.DispatchTaskID(id, 0)); err != nil || b.dispatchStatus(id) == receipts.DispatchCanceled {
+		t.Errorf("a partial address deleted or canceled ann's queued dispatch: %v", err)
 	}
 }

@@ -116,7 +116,7 @@ type receiptShowCmd struct {
 }
 
 type eraseCmd struct {
-	Recipient string `required:"" help:"The recipient: an address (any letter case) or a recipient id." placeholder:"ADDRESS_OR_ID"`
+	Recipient string `required:"" help:"The recipient: one whole address (any letter case; a domain or part of an address is refused) or a recipient id." placeholder:"ADDRESS_OR_ID"`
 	Actor     string `help:"Who asks for the erasure, recorded in the audit log." default:"cli"`
 }
 

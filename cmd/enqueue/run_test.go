@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -661,6 +662,38 @@ func TestErase(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT string_agg(actor || ':' || action, ',' ORDER BY id) FROM herald.audit_log`).Scan(&actors); err != nil ||
 		actors != "dpo:erase_recipient,cli:erase_recipient" {
 		t.Errorf("audit rows: %q %v", actors, err)
+	}
+}
+
+// TestEraseRefusesAPartialAddress: "--recipient @example.net" (a domain, a typo) would erase
+// everyone at that domain; it is refused with a clear error before Redis or PostgreSQL is
+// touched: the dispatch naming someone there stays queued, and no audit row is written.
+func TestEraseRefusesAPartialAddress(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	store := b.store(t)
+	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
+	out, err := b.run(t, "dispatch", "accounts.password_reset", "--ref", "user=users/42", "--var", "cc=ann"+hex+"@example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued := strings.TrimSpace(out)
+	for _, partial := range []string{"@example.net", "ann" + hex + "@", "Ann <ann" + hex + "@example.net>"} {
+		out, err := b.run(t, "erase", "--recipient", partial)
+		if !errors.Is(err, receipts.ErrIncompleteAddress) || !strings.Contains(err.Error(), "complete address") {
+			t.Errorf("erase --recipient %q: %v\n%s", partial, err, out)
+		}
+	}
+	if queuedNow, err := (&env{getenv: func(k string) string { return b.env[k] }}).queued(ctx, queued); err != nil || !queuedNow {
+		t.Errorf("the dispatch naming someone at the domain left the queue: %v %v", queuedNow, err)
+	}
+	if st, _ := store.Status(ctx, receipts.KindDispatch, queued); st == receipts.DispatchCanceled {
+		t.Errorf("the dispatch naming someone at the domain was canceled")
+	}
+	var audits int
+	if err := b.pool(t).QueryRow(ctx, `SELECT count(*) FROM herald.audit_log`).Scan(&audits); err != nil || audits != 0 {
+		t.Errorf("%d audit rows after refused erasures (%v)", audits, err)
 	}
 }
 
