@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/tern/v2/migrate"
 
 	"github.com/heraldhq/herald/receipts"
 )
@@ -24,29 +22,7 @@ import (
 // on, and the migration applies once the reader is gone.
 func TestMigrationBehindALongReaderGivesUp(t *testing.T) {
 	ctx := t.Context()
-	pool, err := pgxpool.New(ctx, emptyDatabase(ctx, t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA herald"); err != nil {
-		t.Fatal(err)
-	}
-	m, err := migrate.NewMigrator(ctx, conn.Conn(), "herald.schema_version")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.LoadMigrations(receipts.Migrations()); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.MigrateTo(ctx, 7); err != nil { // the schema of the release before 008
-		t.Fatal(err)
-	}
-	conn.Release()
+	pool := databaseAt(ctx, t, 7) // the schema of the release before 008
 
 	reader, err := pool.Begin(ctx)
 	if err != nil {

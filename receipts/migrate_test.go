@@ -44,20 +44,20 @@ func emptyDatabase(ctx context.Context, t *testing.T) string {
 	return u.String()
 }
 
-// TestUpgradeKeepsPendingRowsRoutable: rows written before the queue column existed get the
-// empty queue, and any fleet's promoter still takes them.
-func TestUpgradeKeepsPendingRowsRoutable(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
+// databaseAt returns a pool on a new database migrated up to version (an older release's
+// schema), closed at the end of the test.
+func databaseAt(ctx context.Context, t *testing.T, version int32) *pgxpool.Pool {
+	t.Helper()
 	pool, err := pgxpool.New(ctx, emptyDatabase(ctx, t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close)
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Release()
 	if _, err := conn.Exec(ctx, "CREATE SCHEMA herald"); err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +68,18 @@ func TestUpgradeKeepsPendingRowsRoutable(t *testing.T) {
 	if err := m.LoadMigrations(receipts.Migrations()); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.MigrateTo(ctx, 4); err != nil { // the last migration before queues
+	if err := m.MigrateTo(ctx, version); err != nil {
 		t.Fatal(err)
 	}
-	conn.Release()
+	return pool
+}
+
+// TestUpgradeKeepsPendingRowsRoutable: rows written before the queue column existed get the
+// empty queue, and any fleet's promoter still takes them.
+func TestUpgradeKeepsPendingRowsRoutable(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pool := databaseAt(ctx, t, 4) // the last migration before queues
 	const id = "0190f5a8-0000-7000-8000-0000000000aa"
 	if _, err := pool.Exec(ctx, `INSERT INTO herald.dispatches (id, event_id, sealed, status) VALUES ($1, 'a.b', '{"t":"x"}', 'accepted')`, id); err != nil {
 		t.Fatal(err)
