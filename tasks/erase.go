@@ -32,8 +32,8 @@ const erasePageSize = 500
 
 // EraseQueued removes from Redis the herald:dispatch tasks of queue whose payload holds one of
 // addresses, found as EraseRecipient finds them (receipts.AddressMatcher: any letter case, URL-
-// and HTML-escaped forms, whole addresses only); a partial address ("@example.net") is refused
-// with receipts.ErrIncompleteAddress before any task is touched. A dispatch not yet seen by a
+// and HTML-escaped forms, whole addresses only: a partial one, "@example.net", finds nobody's
+// longer address). A dispatch not yet seen by a
 // worker carries its variables there, and asynq keeps retried and archived payloads for months. Each such task's dispatch is
 // canceled first, as `enqueue cancel` does — a tombstone when PostgreSQL does not know it yet,
 // which the worker's first sight respects — so nothing is dropped without a record; then the

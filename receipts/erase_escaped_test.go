@@ -1,0 +1,68 @@
+package receipts_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/testenv"
+	"github.com/heraldhq/herald/receipts"
+)
+
+// TestEraseFindsEscapedNeighbours: the address is erased when what comes right before it is
+// escaped — encoding/json's "\u003c" in a malformed kept payload or in a rejected reason quoting
+// JSON, a numeric HTML entity of a non-ASCII character (&#160;, &#8220;) in captured mail. The
+// whole-address matching first missed these (a third review found it).
+func TestEraseFindsEscapedNeighbours(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	c := newCanary()
+	// A truncated payload (why it was rejected), marshalled by encoding/json: < is \u003c.
+	s.rejected("dispatch:"+newID()+":0", "malformed payload", `{"v":1,"vars":{"to":"Nym \u003c`+c.addr+`\u003e"`)
+	s.rejected("dispatch:"+newID()+":0", `decode vars: {"to":"\u003c`+c.addr+`\u003e"}`, "")
+	s.exec(`INSERT INTO herald.dev_mailbox (message_id, mail_from, rcpt_to, subject, html_body, text_body)
+		VALUES ('m1', 'app@example.org', 'other@example.org', 'cc list', $1, 'x')`,
+		`<p>Also copied:&#160;`+c.addr+`</p><p>&#8220;`+c.addr+`&#8221;</p>`)
+	er := s.erase(c.addr)
+	t.Logf("erasure: %+v", er)
+	for _, line := range testenv.DumpHerald(t, s.pool) {
+		if strings.Contains(strings.ToLower(line), strings.ToLower(c.addr)) {
+			t.Errorf("the erased address survives in %s", line)
+		}
+	}
+}
+
+// TestEraseTakesAddressesNetMailRefuses: an address net/mail does not parse but mail systems
+// deliver to (consecutive or trailing dots in the local part, common on Japanese carriers) can
+// be erased; so can any address a delivery went to, however it is written.
+func TestEraseTakesAddressesNetMailRefuses(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	for _, addr := range []string{"taro..yamada@example.jp", "hanako.@example.jp"} {
+		s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{Address: addr, Name: "Taro"},
+			receipts.ReceiptFailed, "Hi", "550 no")
+		_, err := s.store.EraseRecipient(t.Context(), receipts.EraseRequest{Who: addr, Actor: "dpo"})
+		if err != nil {
+			t.Errorf("erase %q (its receipt's recipient id and address): %v", addr, err)
+		}
+	}
+}
+
+// TestEraseByIDWithAStoredPartialAddress: erasing by recipient id passes the addresses its
+// deliveries went to on to tasks.EraseQueued; one stored malformed ("ann@", a failed delivery)
+// must not abort the erasure.
+func TestEraseByIDWithAStoredPartialAddress(t *testing.T) {
+	t.Parallel()
+	s := newSeed(t)
+	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "cust-7", Address: "ann@", Name: "Ann"},
+		receipts.ReceiptFailed, "Hi", "553 bad address")
+	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "cust-7", Address: "ann@example.org", Name: "Ann"},
+		receipts.ReceiptSent, "Hi", "250 ok")
+	addrs, err := s.store.RecipientAddresses(t.Context(), "cust-7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := receipts.NewAddressMatcher(addrs); err != nil {
+		t.Errorf("addresses %q of recipient id cust-7: %v (EraseQueued, hence `enqueue erase cust-7`, fails)", addrs, err)
+	}
+}
