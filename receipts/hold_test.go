@@ -89,3 +89,23 @@ func TestHeldPayloadsDroppedAfterSecretRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldWithUncleanTaskID: a task id or queue holding a NUL byte or invalid UTF-8 (asynq
+// accepts NUL in ids), which PostgreSQL refuses as text, is held all the same — as
+// RecordRejectedTask keeps it, cleaned — and holding it again finds that row. The lookup of
+// the idempotent hold sent the raw id, failed on every try, and the task was never kept.
+func TestHoldWithUncleanTaskID(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s := receipts.New(testenv.DB(t))
+	for _, c := range []struct{ taskID, queue string }{{"t\x00x", "q"}, {"t\xffx", "q"}, {"t", "q\x00"}, {"t2", "q\xff"}} {
+		first, err := s.HoldRejectedTask(ctx, "herald:dispatch", c.taskID, c.queue, "newer", []byte(`{"v":2}`))
+		if err != nil {
+			t.Fatalf("hold of task %q in queue %q: %v", c.taskID, c.queue, err)
+		}
+		again, err := s.HoldRejectedTask(ctx, "herald:dispatch", c.taskID, c.queue, "newer", []byte(`{"v":2}`))
+		if err != nil || again != first {
+			t.Fatalf("second hold of task %q in queue %q: row %d (%v), want %d", c.taskID, c.queue, again, err, first)
+		}
+	}
+}

@@ -47,6 +47,7 @@ func (s *Store) RecordRejectedTask(ctx context.Context, taskType, taskID, queue,
 // killed after the hold and before asynq heard of it, and the spare try holds it once more —
 // returns the row already there.
 func (s *Store) HoldRejectedTask(ctx context.Context, taskType, taskID, queue, reason string, payload []byte) (int64, error) {
+	taskID, queue = cleanText(taskID), cleanText(queue) // as insertRejected stores them
 	if taskID != "" {
 		sum := sha256.Sum256(payload)
 		var id int64
@@ -65,8 +66,7 @@ func (s *Store) HoldRejectedTask(ctx context.Context, taskType, taskID, queue, r
 
 func (s *Store) insertRejected(ctx context.Context, taskType, taskID, queue, reason string, payload []byte, keep bool) (int64, error) {
 	sum := sha256.Sum256(payload)
-	clean := func(s string) string { return strings.ReplaceAll(strings.ToValidUTF8(s, "?"), "\x00", "?") }
-	taskType, taskID, queue, reason = clean(taskType), clean(taskID), clean(queue), clean(reason)
+	taskType, taskID, queue, reason = cleanText(taskType), cleanText(taskID), cleanText(queue), cleanText(reason)
 	var kept []byte // NULL unless kept
 	if keep {
 		kept = append([]byte{}, payload...) // an empty payload is kept as empty, not NULL
@@ -80,6 +80,9 @@ func (s *Store) insertRejected(ctx context.Context, taskType, taskID, queue, rea
 	}
 	return id, nil
 }
+
+// cleanText makes s storable as PostgreSQL text: invalid UTF-8 and NUL bytes become "?".
+func cleanText(s string) string { return strings.ReplaceAll(strings.ToValidUTF8(s, "?"), "\x00", "?") }
 
 // ListRejectedTasks returns the newest rejected tasks first.
 func (s *Store) ListRejectedTasks(ctx context.Context, limit int) ([]RejectedTask, error) {

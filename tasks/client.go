@@ -31,7 +31,7 @@ type ClientConfig struct {
 	Queue string
 	// IdempotencyWindow must match the workers'. Defaults to 24h.
 	IdempotencyWindow time.Duration
-	// AsynqRetries: see Config.AsynqRetries. Defaults to 8.
+	// AsynqRetries: see Config.AsynqRetries. Defaults to 8; at least 2.
 	AsynqRetries int
 	// TaskTimeout: see Config.TaskTimeout. Defaults to 60s.
 	TaskTimeout time.Duration
@@ -55,6 +55,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	cfg.IdempotencyWindow = cmp.Or(cfg.IdempotencyWindow, 24*time.Hour)
 	cfg.AsynqRetries = cmp.Or(cfg.AsynqRetries, 8)
 	cfg.TaskTimeout = cmp.Or(cfg.TaskTimeout, 60*time.Second)
+	if cfg.AsynqRetries < 2 {
+		return nil, fmt.Errorf("herald client: asynq retries %d: a task of a newer payload version waits with every retry but the last, kept spare; allow at least 2", cfg.AsynqRetries)
+	}
 	keys, err := seal.ParseKeys(cfg.SecretKeys)
 	if err != nil {
 		return nil, fmt.Errorf("herald client: %w", err)

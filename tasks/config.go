@@ -102,7 +102,7 @@ type Config struct {
 	// DisableInline turns off delivering a fan-out's single immediate delivery in the same task.
 	DisableInline bool
 	// AsynqRetries is how often asynq re-runs a task whose handler could not reach Postgres.
-	// Defaults to 8.
+	// Defaults to 8; at least 2 (a newer payload waits with all but the last, kept spare).
 	AsynqRetries int
 }
 
@@ -174,6 +174,9 @@ func (c Config) validate() error {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("%s %d must not be negative", name, n))
 		}
+	}
+	if c.AsynqRetries == 1 {
+		errs = append(errs, errors.New("asynq retries 1: a task of a newer payload version waits with every retry but the last, kept spare; allow at least 2"))
 	}
 	if c.Lease <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("lease %v must exceed the send timeout %v", c.Lease, c.SendTimeout))

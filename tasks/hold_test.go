@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -75,5 +78,34 @@ func TestSweepDropsHeldPayloadsAfterSecretRetention(t *testing.T) {
 	if rows[0].Requeueable || bytes.Contains(b.keptPayload(t, rows[0].ID), []byte(sealed)) ||
 		!strings.Contains(rows[0].Reason, "HERALD_SECRET_RETENTION") {
 		t.Fatalf("30 days after the hold (secret retention 7 days): %+v", rows[0])
+	}
+}
+
+// TestOneAsynqRetryIsRefused: a newer payload waits with all its retries but the last, which is
+// kept spare; with a single retry it could not wait at all and would be held at once. Worker and
+// client refuse AsynqRetries 1 (0 takes the default, 8).
+func TestOneAsynqRetryIsRefused(t *testing.T) {
+	t.Parallel()
+	pool, err := pgxpool.New(t.Context(), "postgres://herald@127.0.0.1:1/unused") // never connected
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for retries, refused := range map[int]bool{1: true, 0: false, 2: false} {
+		w, err := tasks.NewWorker(tasks.Config{Redis: testenv.RedisOpt(t), DB: pool, Registry: events.NewRegistry(),
+			SecretKeys: secretKeys, AsynqRetries: retries})
+		if w != nil {
+			_ = w.Close()
+		}
+		if got := err != nil && strings.Contains(err.Error(), "asynq retries"); got != refused || (!refused && err != nil) {
+			t.Errorf("worker, AsynqRetries %d: err = %v, want refused %v", retries, err, refused)
+		}
+		c, err := tasks.NewClient(tasks.ClientConfig{SecretKeys: secretKeys, AsynqRetries: retries})
+		if c != nil {
+			_ = c.Close()
+		}
+		if got := err != nil && strings.Contains(err.Error(), "asynq retries"); got != refused || (!refused && err != nil) {
+			t.Errorf("client, AsynqRetries %d: err = %v, want refused %v", retries, err, refused)
+		}
 	}
 }

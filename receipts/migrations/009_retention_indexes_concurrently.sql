@@ -16,8 +16,11 @@ DROP INDEX CONCURRENTLY IF EXISTS herald.dev_mailbox_age;
 CREATE INDEX CONCURRENTLY dev_mailbox_age ON herald.dev_mailbox (created_at);
 
 -- The tasks held for a newer worker (their payload kept), by age: the sweep drops their payloads
--- after HERALD_SECRET_RETENTION (they may hold sealed secrets), and a repeated hold finds the row
--- it already wrote, each among the few held rows rather than every rejected task.
+-- after HERALD_SECRET_RETENTION (they may hold sealed secrets), by age; and a repeated hold finds
+-- the row it already wrote by task id, among the held rows only.
 DROP INDEX CONCURRENTLY IF EXISTS herald.rejected_tasks_held;
 CREATE INDEX CONCURRENTLY rejected_tasks_held ON herald.rejected_tasks (queue, created_at)
+    WHERE payload IS NOT NULL;
+DROP INDEX CONCURRENTLY IF EXISTS herald.rejected_tasks_held_task;
+CREATE INDEX CONCURRENTLY rejected_tasks_held_task ON herald.rejected_tasks (queue, task_id)
     WHERE payload IS NOT NULL;
