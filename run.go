@@ -59,6 +59,8 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 		if err := receipts.Migrate(ctx, pool); err != nil {
 			return fmt.Errorf("herald: apply migrations (or set HERALD_MIGRATE=off and run `worker migrate`): %w", err)
 		}
+	} else if err := waitForSchema(ctx, pool, log); err != nil || ctx.Err() != nil {
+		return err
 	}
 	redisOpt, _ := asynq.ParseRedisURI(cfg.RedisURL)
 	if err := checkRedis(ctx, redisOpt, log); err != nil {
@@ -269,4 +271,31 @@ func (c Config) logger() zerolog.Logger {
 		lvl = zerolog.InfoLevel
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+}
+
+// waitForSchema holds a worker that does not migrate (HERALD_MIGRATE=off) until the herald
+// schema has every migration it knows: on an older schema its statements would fail on missing
+// columns, and the tasks it runs with them. A newer schema is fine (DESIGN.md's migration rules
+// keep an older worker correct there).
+func waitForSchema(ctx context.Context, pool *pgxpool.Pool, log zerolog.Logger) error {
+	var said time.Time
+	for {
+		current, known, err := receipts.SchemaVersion(ctx, pool)
+		if err != nil {
+			return fmt.Errorf("herald: %w", err)
+		}
+		if current >= known {
+			return nil
+		}
+		if time.Since(said) > 30*time.Second {
+			log.Warn().Int("schema_version", current).Int("needed", known).
+				Msg("HERALD_MIGRATE=off and the herald schema is older than this worker: waiting for `worker migrate`")
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil // stopped while waiting: a clean stop, as after serving
+		case <-time.After(time.Second):
+		}
+	}
 }

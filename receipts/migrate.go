@@ -68,6 +68,27 @@ func MigrateFS(ctx context.Context, pool *pgxpool.Pool, schema string, fsys fs.F
 	return nil
 }
 
+// SchemaVersion returns the version the herald schema is at (0 before any migration) and the
+// version this release's migrations bring it to. A worker that does not migrate
+// (HERALD_MIGRATE=off) waits until the first reaches the second.
+func SchemaVersion(ctx context.Context, pool *pgxpool.Pool) (current, known int, err error) {
+	files, err := fs.Glob(Migrations(), "*.sql")
+	if err != nil {
+		return 0, 0, fmt.Errorf("herald schema version: %w", err)
+	}
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('herald.schema_version') IS NOT NULL`).Scan(&exists); err != nil {
+		return 0, 0, fmt.Errorf("herald schema version: %w", err)
+	}
+	if exists {
+		err = pool.QueryRow(ctx, `SELECT COALESCE(max(version), 0) FROM herald.schema_version`).Scan(&current)
+		if err != nil {
+			return 0, 0, fmt.Errorf("herald schema version: %w", err)
+		}
+	}
+	return current, len(files), nil
+}
+
 // ternLock is the advisory lock tern holds while it migrates (its unexported migrate.lockNum;
 // TestConcurrentMigrationsOnEmptyDatabase fails if the two ever differ).
 const ternLock = int64(9628173550095224)
