@@ -92,7 +92,7 @@ const firstOnlineMigration = 6
 
 var (
 	reAlterTable   = regexp.MustCompile(`(?i)\bALTER\s+TABLE\b`)
-	reLockTimeout  = regexp.MustCompile(`(?i)\bSET\s+(LOCAL\s+)?lock_timeout\b`)
+	reLockTimeout  = regexp.MustCompile(`(?i)\bSET\s+(LOCAL\s+)?lock_timeout\s*(?:=|TO)\s*'?([^';\s]*)`)
 	reIndexDDL     = regexp.MustCompile(`(?i)\b(CREATE\s+(UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX)\b(\s+CONCURRENTLY)?`)
 	reCreateTable  = regexp.MustCompile(`(?i)\bCREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?([\w."]+)`)
 	reIndexOnTable = regexp.MustCompile(`(?i)\bON\s+([\w."]+)`)
@@ -128,6 +128,14 @@ func TestMigrationsAreSafeOnline(t *testing.T) {
 		if loc := reAlterTable.FindStringIndex(sql); loc != nil {
 			if lt := reLockTimeout.FindStringIndex(sql); lt == nil || lt[0] > loc[0] {
 				t.Errorf("%s: ALTER TABLE without a lock_timeout set before it", e.Name())
+			}
+		}
+		for _, m := range reLockTimeout.FindAllStringSubmatch(sql, -1) {
+			switch {
+			case m[1] != "" && disableTx:
+				t.Errorf("%s: SET LOCAL lock_timeout has no effect outside a transaction (disable-tx): use SET", e.Name())
+			case strings.Trim(m[2], "0") == "" || strings.EqualFold(m[2], "DEFAULT"):
+				t.Errorf("%s: lock_timeout %q waits forever", e.Name(), m[2])
 			}
 		}
 		if m := reForbidden.FindString(sql); m != "" {
