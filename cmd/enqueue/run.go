@@ -675,19 +675,20 @@ func (c *cancelCmd) run(ctx context.Context, e *env) error {
 			fmt.Fprintf(w, "dispatch %s: canceled before any worker saw it (still queued in Redis); it will send nothing\n", id)
 		case res.Dispatch:
 			fmt.Fprintf(w, "dispatch %s: canceled while %s; no more deliveries will be created", id, res.Was)
-			fmt.Fprintf(w, ", %d deliver%s canceled\n", res.Receipts, plural(res.Receipts))
+			fmt.Fprintf(w, ", %d deliver%s canceled\n", res.Receipts, plural(res.Receipts, "y", "ies"))
 		default:
 			fmt.Fprintf(w, "dispatch %s is %s: %d deliver%s that had not started canceled (a delivery being sent finishes)\n",
-				id, res.Was, res.Receipts, plural(res.Receipts))
+				id, res.Was, res.Receipts, plural(res.Receipts, "y", "ies"))
 		}
 	})
 }
 
-func plural(n int64) string {
+// plural returns one when n is 1, else many: the ending of a counted word.
+func plural(n int64, one, many string) string {
 	if n == 1 {
-		return "y"
+		return one
 	}
-	return "ies"
+	return many
 }
 
 func (c *receiptCancelCmd) run(ctx context.Context, e *env) error {
@@ -917,7 +918,7 @@ func (c *eraseCmd) run(ctx context.Context, e *env) error {
 	// Never the address or id in a message: errors end up in logs.
 	fmt.Fprintf(e.errOut, "warning: %d deliver%s being sent or fanned out, %d dispatch%s still open and %d queued task%s running "+
 		"were left as they are: they cannot be taken back while they change\n",
-		er.InFlight, plural(er.InFlight), er.OpenDispatches, pluralES(er.OpenDispatches), er.QueuedActive, pluralS(er.QueuedActive))
+		er.InFlight, plural(er.InFlight, "y", "ies"), er.OpenDispatches, plural(er.OpenDispatches, "", "es"), er.QueuedActive, plural(er.QueuedActive, "", "s"))
 	return fmt.Errorf("%w: run the same enqueue erase again once they have settled (a few seconds; a fan-out in progress, minutes)",
 		errEraseIncomplete)
 }
@@ -930,20 +931,6 @@ func printErasure(w io.Writer, er receipts.Erasure, actor string) {
 	fmt.Fprintf(w, "  dispatches      %d redacted, %d canceled, secrets dropped from %d\n",
 		er.DispatchesRedacted, er.DispatchesCanceled, er.SecretsDropped)
 	fmt.Fprintf(w, "  dev_mailbox     %d deleted, %d redacted\n", er.MailDeleted, er.MailRedacted)
-	fmt.Fprintf(w, "  rejected_tasks  %d redacted, %d kept payload%s dropped\n", er.RejectedRedacted, er.PayloadsDropped, pluralS(er.PayloadsDropped))
-	fmt.Fprintf(w, "  queue           %d queued dispatch%s canceled and deleted\n", er.QueuedDeleted, pluralES(er.QueuedDeleted))
-}
-
-func pluralS(n int64) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-func pluralES(n int64) string {
-	if n == 1 {
-		return ""
-	}
-	return "es"
+	fmt.Fprintf(w, "  rejected_tasks  %d redacted, %d kept payload%s dropped\n", er.RejectedRedacted, er.PayloadsDropped, plural(er.PayloadsDropped, "", "s"))
+	fmt.Fprintf(w, "  queue           %d queued dispatch%s canceled and deleted\n", er.QueuedDeleted, plural(er.QueuedDeleted, "", "es"))
 }
