@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/receipts"
 )
 
@@ -42,7 +43,7 @@ func TestMigrationBehindALongReaderGivesUp(t *testing.T) {
 	// Wait until the migration waits for its lock, then write as a worker does.
 	var migErr error
 	ended := false
-	waitFor(t, func() bool {
+	testenv.WaitFor(t, 20*time.Second, "the migration to wait for its lock", func() bool {
 		select {
 		case migErr = <-migrated:
 			ended = true
@@ -72,17 +73,6 @@ func TestMigrationBehindALongReaderGivesUp(t *testing.T) {
 	}
 	if err := receipts.Migrate(ctx, pool); err != nil {
 		t.Fatalf("migration once the reader is gone: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 20s")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -129,16 +129,10 @@ func (b *bundle) start() *bundle {
 
 func user(id string) []events.Ref { return []events.Ref{{Name: "user", Resource: "users", ID: id}} }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or the deadline passes (testenv.WaitFor).
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testenv.WaitFor(t, timeout, what, cond)
 }
 
 func (b *bundle) dispatchStatus(id string) receipts.Status {

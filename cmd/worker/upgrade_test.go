@@ -157,7 +157,7 @@ func TestRollingUpgrade(t *testing.T) {
 	t.Logf("migration window %v: the old worker sent %d, its longest time without a send %v",
 		window.Round(time.Millisecond), last-oldAtLaunch, gap.Round(time.Millisecond))
 	oldBefore := sentBy(t, old)
-	waitUntil(t, "both workers send on the newer schema", func() bool {
+	testenv.WaitFor(t, time.Minute, "both workers send on the newer schema", func() bool {
 		return sentBy(t, old) >= oldBefore+enough && sentBy(t, cur) >= enough
 	})
 
@@ -191,7 +191,7 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	restarted := startBinary(t, prev, env(migrate))
 	all = append(all, restarted)
-	waitUntil(t, "the restarted old worker sends", func() bool { return sentBy(t, restarted) >= enough })
+	testenv.WaitFor(t, time.Minute, "the restarted old worker sends", func() bool { return sentBy(t, restarted) >= enough })
 
 	ids := prod.stop(t)
 	waitFinal(t, db, ids)
@@ -453,18 +453,6 @@ func sentBy(t *testing.T, p *proc) int {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// waitUntil polls cond until it holds, or fails the test after a minute.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within a minute: %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // waitFinal waits until every dispatch in ids and each of its receipts is final.
