@@ -1,6 +1,7 @@
 package receipts_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -23,13 +24,12 @@ func TestEraseFindsEscapedNeighbours(t *testing.T) {
 	s.exec(`INSERT INTO herald.dev_mailbox (message_id, mail_from, rcpt_to, subject, html_body, text_body)
 		VALUES ('m1', 'app@example.org', 'other@example.org', 'cc list', $1, 'x')`,
 		`<p>Also copied:&#160;`+c.addr+`</p><p>&#8220;`+c.addr+`&#8221;</p>`)
+	assertPresent(t, s.pool, c.addr)
 	er := s.erase(c.addr)
-	t.Logf("erasure: %+v", er)
-	for _, line := range testenv.DumpHerald(t, s.pool) {
-		if strings.Contains(strings.ToLower(line), strings.ToLower(c.addr)) {
-			t.Errorf("the erased address survives in %s", line)
-		}
+	if er.MailRedacted != 1 || er.RejectedRedacted != 1 || er.PayloadsDropped != 1 {
+		t.Errorf("erasure %+v: want the captured message and one rejected reason redacted, one kept payload dropped", er)
 	}
+	assertGone(t, s.pool, c)
 }
 
 // TestEraseTakesAddressesNetMailRefuses: an address net/mail does not parse but mail systems
@@ -41,9 +41,15 @@ func TestEraseTakesAddressesNetMailRefuses(t *testing.T) {
 	for _, addr := range []string{"taro..yamada@example.jp", "hanako.@example.jp"} {
 		s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{Address: addr, Name: "Taro"},
 			receipts.ReceiptFailed, "Hi", "550 no")
-		_, err := s.store.EraseRecipient(t.Context(), receipts.EraseRequest{Who: addr, Actor: "dpo"})
-		if err != nil {
-			t.Errorf("erase %q (its receipt's recipient id and address): %v", addr, err)
+		assertPresent(t, s.pool, addr)
+		er, err := s.store.EraseRecipient(t.Context(), receipts.EraseRequest{Who: addr, Actor: "dpo"})
+		if err != nil || er.ReceiptsErased != 1 {
+			t.Errorf("erase %q (its receipt's recipient id and address): %+v, %v; want its receipt erased", addr, er, err)
+		}
+		for _, line := range testenv.DumpHerald(t, s.pool) {
+			if strings.Contains(strings.ToLower(line), addr) {
+				t.Errorf("%q survives its erasure in %s", addr, line)
+			}
 		}
 	}
 }
@@ -62,7 +68,14 @@ func TestEraseByIDWithAStoredPartialAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := receipts.NewAddressMatcher(addrs); err != nil {
-		t.Errorf("addresses %q of recipient id cust-7: %v (EraseQueued, hence `enqueue erase cust-7`, fails)", addrs, err)
+	if !slices.Equal(addrs, []string{"ann@", "ann@example.org"}) {
+		t.Fatalf("addresses of recipient id cust-7: %q", addrs)
+	}
+	m, err := receipts.NewAddressMatcher(addrs)
+	if err != nil {
+		t.Fatalf("addresses %q of recipient id cust-7: %v (EraseQueued, hence `enqueue erase cust-7`, fails)", addrs, err)
+	}
+	if !m.MatchPayload([]byte(`{"to":"ann@example.org"}`)) || m.MatchPayload([]byte(`{"to":"joann@example.org"}`)) {
+		t.Error("the matcher of cust-7's addresses finds the wrong payloads")
 	}
 }

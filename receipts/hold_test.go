@@ -73,8 +73,8 @@ func TestHeldPayloadsDroppedAfterSecretRetention(t *testing.T) {
 		t.Fatalf("DropExpiredHeldPayloads = %d, %v; want 1", n, err)
 	}
 	rows, err := s.ListRejectedTasks(ctx, 10)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("rejected tasks: %d rows (%v), want 3", len(rows), err)
 	}
 	for _, r := range rows {
 		switch r.ID {

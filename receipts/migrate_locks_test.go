@@ -52,7 +52,8 @@ func TestMigrationBehindALongReaderGivesUp(t *testing.T) {
 		}
 		var n int
 		_ = pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks
-			WHERE NOT granted AND relation = 'herald.rejected_tasks'::regclass`).Scan(&n)
+			WHERE NOT granted AND relation = 'herald.rejected_tasks'::regclass
+			  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&n)
 		return n > 0
 	})
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
