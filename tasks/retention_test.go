@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 		}))
 	ctx := t.Context()
 	want := map[string]float64{"receipts": 0, "dispatches": 0, "rejected_tasks": 0, "dev_mailbox": 0}
-	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !maps.Equal(got, want) {
 		t.Fatalf("herald_retention_deleted_total at start-up: %v, want every table at zero: %v", got, want)
 	}
 	b.start()
@@ -101,29 +102,17 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 		t.Errorf("mail left: %v, want the new message", mailLeft)
 	}
 	want = map[string]float64{"receipts": 2, "dispatches": 1, "rejected_tasks": 2501, "dev_mailbox": 1}
-	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !maps.Equal(got, want) {
 		t.Errorf("herald_retention_deleted_total: %v, want %v", got, want)
 	}
 
 	b.worker.Sweep(ctx) // nothing more is due
-	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !maps.Equal(got, want) {
 		t.Errorf("herald_retention_deleted_total after a second sweep: %v, want %v", got, want)
 	}
 	if st, err := b.store.Status(ctx, receipts.KindReceipt, later.ID); err != nil || st != receipts.ReceiptScheduled {
 		t.Errorf("scheduled delivery after a second sweep: %s %v", st, err)
 	}
-}
-
-func equalCounts(a, b map[string]float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestRetentionMustExceedIdempotencyWindow: a retention that does not exceed the idempotency
@@ -282,7 +271,7 @@ func TestSweepKeepsGoingPastPushedDispatches(t *testing.T) {
 			reminders, pushed, once)
 	}
 	want := map[string]float64{"receipts": 0, "dispatches": 10, "rejected_tasks": 0, "dev_mailbox": 0}
-	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !equalCounts(got, want) {
+	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !maps.Equal(got, want) {
 		t.Errorf("herald_retention_deleted_total: %v, want %v (pushed dispatches are not deleted ones)", got, want)
 	}
 }
