@@ -1,6 +1,7 @@
 package email
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -141,6 +142,9 @@ func (sl *slot) closeConn() {
 	}
 }
 
+// errAttemptEnded refuses a connection dialed after the attempt's context was done.
+var errAttemptEnded = errors.New("smtp: the delivery attempt has ended (its deadline passed or it was canceled)")
+
 // dialer is the slot's go-mail DialContextFunc. With implicit TLS (tlsConfig non-nil) it also
 // runs the handshake, over the bounded connection.
 func (sl *slot) dialer(tlsConfig *tls.Config) gomail.DialContextFunc {
@@ -160,7 +164,9 @@ func (sl *slot) dialer(tlsConfig *tls.Config) gomail.DialContextFunc {
 		sl.mu.Unlock()
 		if ended {
 			_ = bc.Close()
-			return nil, context.Cause(ctx)
+			// Never (nil, nil): go-mail would use the nil connection. The attempt's context is
+			// done, but the context go-mail dials with need not be that one.
+			return nil, cmp.Or(context.Cause(ctx), errAttemptEnded)
 		}
 		if tlsConfig == nil {
 			return bc, nil

@@ -1,6 +1,7 @@
 package email
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -44,4 +45,22 @@ func TestBoundConnClampsDeadlines(t *testing.T) {
 		t.Fatal("an unbound connection keeps the old attempt's state")
 	}
 	_ = c.Close()
+}
+
+// TestDialAfterTheAttemptEndedFails: a dial that finds the attempt ended (its context done)
+// returns an error, whatever context go-mail dialed with. It returned no connection and no error
+// when that context was still live, and go-mail dereferenced the nil connection: a panic in
+// TestLostReplyAfterDataIsInDoubt.
+func TestDialAfterTheAttemptEndedFails(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	sl := &slot{ended: true}
+	conn, err := sl.dialer(nil)(context.Background(), "tcp", ln.Addr().String())
+	if err == nil || conn != nil {
+		t.Fatalf("dial after the attempt ended = %v, %v; want an error and no connection", conn, err)
+	}
 }
