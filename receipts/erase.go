@@ -24,8 +24,9 @@ const Erased = "[erased]"
 // (dispatch, channel key, recipient id) constraint still holds, and naming nobody.
 const erasedIDPrefix = "erased:"
 
-// eraseReason is recorded on the deliveries and dispatches an erasure cancels.
-const eraseReason = "recipient erased"
+// EraseReason is recorded on the deliveries and dispatches an erasure cancels (here and, for
+// the queued tasks, in tasks.EraseQueued).
+const EraseReason = "recipient erased"
 
 // droppedNote ends the reason of a rejected task whose kept payload an erasure dropped.
 const droppedNote = " (kept payload dropped by an erasure)"
@@ -411,7 +412,7 @@ func (e *eraser) cancel(ctx context.Context, store *Store) error {
 		if !d.mentions && (d.newVars == nil && d.newRefs == nil || !Final(KindDispatch, d.status)) {
 			continue // nothing of theirs is rendered from it, or it is left open for a second run
 		}
-		c, err := store.CancelDispatch(ctx, id, eraseReason, false)
+		c, err := store.CancelDispatch(ctx, id, EraseReason, false)
 		if err != nil {
 			return err
 		}
@@ -423,7 +424,7 @@ func (e *eraser) cancel(ctx context.Context, store *Store) error {
 	}
 	rows, err := e.q.Query(ctx, `UPDATE herald.receipts SET status = 'canceled', last_error = @reason, lease_until = NULL,
 		updated_at = now() WHERE id = ANY(@ids::uuid[]) AND status = ANY(@from) RETURNING id::text`,
-		e.args(pgx.NamedArgs{"ids": e.mineIDs(), "reason": eraseReason, "from": From(KindReceipt, ReceiptCanceled)}))
+		e.args(pgx.NamedArgs{"ids": e.mineIDs(), "reason": EraseReason, "from": From(KindReceipt, ReceiptCanceled)}))
 	if err != nil {
 		return fmt.Errorf("cancel the recipient's deliveries: %w", err)
 	}

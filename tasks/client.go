@@ -55,8 +55,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	cfg.IdempotencyWindow = cmp.Or(cfg.IdempotencyWindow, 24*time.Hour)
 	cfg.AsynqRetries = cmp.Or(cfg.AsynqRetries, 8)
 	cfg.TaskTimeout = cmp.Or(cfg.TaskTimeout, 60*time.Second)
-	if cfg.AsynqRetries < 2 {
-		return nil, fmt.Errorf("herald client: asynq retries %d: a task of a newer payload version waits with every retry but the last, kept spare; allow at least 2", cfg.AsynqRetries)
+	if err := checkAsynqRetries(cfg.AsynqRetries); err != nil {
+		return nil, fmt.Errorf("herald client: %w", err)
 	}
 	keys, err := seal.ParseKeys(cfg.SecretKeys)
 	if err != nil {

@@ -175,8 +175,8 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s %d must not be negative", name, n))
 		}
 	}
-	if c.AsynqRetries == 1 {
-		errs = append(errs, errors.New("asynq retries 1: a task of a newer payload version waits with every retry but the last, kept spare; allow at least 2"))
+	if err := checkAsynqRetries(c.AsynqRetries); err != nil && c.AsynqRetries > 0 {
+		errs = append(errs, err) // a negative count is refused above
 	}
 	if c.Lease <= c.SendTimeout {
 		errs = append(errs, fmt.Errorf("lease %v must exceed the send timeout %v", c.Lease, c.SendTimeout))

@@ -24,9 +24,6 @@ type QueuedErasure struct {
 	Active int64
 }
 
-// eraseReason is recorded on the dispatches EraseQueued cancels.
-const eraseReason = "recipient erased"
-
 // erasePageSize is how many tasks one listing reads.
 const erasePageSize = 500
 
@@ -140,7 +137,7 @@ func cancelQueued(ctx context.Context, store *receipts.Store, queue string, task
 		return store.RecordRejectedTask(ctx, task.Type, task.ID, queue,
 			"deleted by an erasure: its payload named an erased recipient and no dispatch id", nil)
 	}
-	if _, err := store.CancelDispatch(ctx, id, eraseReason, true); err != nil {
+	if _, err := store.CancelDispatch(ctx, id, receipts.EraseReason, true); err != nil {
 		return fmt.Errorf("cancel dispatch %s of a queued task before deleting it: %w", id, err)
 	}
 	return nil

@@ -101,6 +101,15 @@ func holdContext(ctx context.Context) context.Context {
 	return hctx
 }
 
+// checkAsynqRetries refuses a retry count that leaves a newer payload no retry to wait with
+// and none spare (0 means the default, 8).
+func checkAsynqRetries(n int) error {
+	if n == 1 || n < 0 {
+		return fmt.Errorf("asynq retries %d: a task of a newer payload version waits with every retry but the last, kept spare; allow at least 2", n)
+	}
+	return nil
+}
+
 // newerPayloadWaits is how many of a task's maxRetry retries are spent waiting for a newer
 // worker: all but the spare last one.
 func newerPayloadWaits(maxRetry int) int {
