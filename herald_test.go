@@ -153,10 +153,10 @@ func TestRunEndToEnd(t *testing.T) {
 	if !strings.Contains(m.Text, "https://app.test/reset-password?token=") {
 		t.Fatalf("text %q", m.Text)
 	}
-	store := receipts.New(pool)
+	store := receipts.NewReader(pool)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		rs, _ := store.ListReceipts(ctx, id)
+		rs, _ := store.ReceiptsOf(ctx, id)
 		if len(rs) == 1 && rs[0].Status == receipts.ReceiptSent {
 			break
 		}

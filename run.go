@@ -70,7 +70,7 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 	from, _ := mail.ParseAddress(cfg.MailFrom)
 	senders := map[string]channels.Sender{}
 	if cfg.SMTPURL == "capture://" {
-		senders[events.TransportEmail] = capture.New(receipts.New(pool))
+		senders[events.TransportEmail] = capture.New(pool)
 		log.Warn().Msg("HERALD_SMTP_URL=capture://: mail is stored in the development mailbox, not sent")
 	} else {
 		helo := strings.TrimSpace(cfg.MessageIDDomain) // fully qualified, unlike many host names

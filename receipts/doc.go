@@ -1,11 +1,10 @@
-// Package receipts owns Herald's SQL: the embedded migrations of the herald schema, dispatches
-// and receipts with their state machines (one transition table, see status.go), rejected tasks
-// and the development mailbox.
+// Package receipts reads what Herald recorded: dispatches (one occurrence of an event) and
+// receipts (one delivery each), with their states, and applies the herald schema's migrations.
 //
-// Postgres owns the truth once a worker has seen a dispatch. Every state change goes through a
-// guarded UPDATE (… WHERE status = ANY(allowed predecessors)), claims take a lease and bump the
-// attempt, and final updates are fenced on the attempt so a stale worker cannot overwrite a
-// newer one.
+// Postgres owns the truth once a worker has seen a dispatch. The rows are written by the worker
+// only; applications read them here (a Reader on a pool, a connection or a transaction) and run
+// the migrations with Migrate, or take the SQL files from Migrations for their own tool.
 //
-// It must not import asynq or any transport.
+// The claim and fence SQL that drives deliveries is not part of this package's API: it lives in
+// the engine (internal/ledger).
 package receipts

@@ -8,7 +8,7 @@ import (
 
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/examples"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -43,7 +43,7 @@ func TestCancelAtEveryStage(t *testing.T) {
 		}
 		b.start()
 		b.waitIdle()
-		if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+		if st := b.dispatchStatus(id); st != ledger.DispatchCanceled {
 			t.Fatalf("status %s", st)
 		}
 		if n := len(b.receipts(id)) + len(b.smtp.Messages()); n != 0 {
@@ -64,16 +64,16 @@ func TestCancelAtEveryStage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := b.waitDispatch(id, receipts.DispatchRetrying, 10*time.Second)
+		d := b.waitDispatch(id, ledger.DispatchRetrying, 10*time.Second)
 		if !strings.Contains(d.LastError, `queue "`+b.queue+`"`) || !strings.Contains(d.LastError, "accounts.password_reset") {
 			t.Fatalf("the unknown-event reason names neither the queue nor the events served: %q", d.LastError)
 		}
 		c, err := b.store.CancelDispatch(t.Context(), id, "", false)
-		if err != nil || c.Was != receipts.DispatchRetrying || !c.Dispatch {
+		if err != nil || c.Was != ledger.DispatchRetrying || !c.Dispatch {
 			t.Fatalf("cancel: %+v %v", c, err)
 		}
 		b.waitIdle()
-		if d, _ := b.store.GetDispatch(t.Context(), id); d.Status != receipts.DispatchCanceled {
+		if d, _ := b.store.GetDispatch(t.Context(), id); d.Status != ledger.DispatchCanceled {
 			t.Fatalf("status %s after cancel", d.Status)
 		}
 	})
@@ -95,12 +95,12 @@ func TestCancelAtEveryStage(t *testing.T) {
 			t.Fatal("the fan-out never started")
 		}
 		c, err := b.store.CancelDispatch(t.Context(), id, "", false)
-		if err != nil || c.Was != receipts.DispatchFanningOut {
+		if err != nil || c.Was != ledger.DispatchFanningOut {
 			t.Fatalf("cancel: %+v %v", c, err)
 		}
 		close(g.release)
 		b.waitIdle()
-		if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+		if st := b.dispatchStatus(id); st != ledger.DispatchCanceled {
 			t.Fatalf("status %s", st)
 		}
 		if n := len(b.receipts(id)) + len(b.smtp.Messages()); n != 0 {

@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/seal"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // ClientConfig configures a producer Client.
@@ -93,7 +93,7 @@ func IdempotencyKey(k string) Option { return func(o *options) { o.key = k } }
 func Actor(a string) Option { return func(o *options) { o.actor = a } }
 
 // ErrIdempotencyConflict is returned by DispatchTx when the key was used with other arguments.
-var ErrIdempotencyConflict = receipts.ErrIdempotencyConflict
+var ErrIdempotencyConflict = ledger.ErrIdempotencyConflict
 
 // MaxPayloadBytes bounds a dispatch task: payloads carry references and small variables, never
 // rows or bodies (asynq keeps payloads in Redis, and archived ones for months).
@@ -223,15 +223,15 @@ func (c *Client) DispatchTx(ctx context.Context, tx pgx.Tx, eventID string, refs
 	if err != nil {
 		return TxResult{}, err
 	}
-	res, err := receipts.New(tx).InsertDispatch(ctx, receipts.NewDispatch{ID: p.id, EventID: eventID, Refs: refs, Vars: p.vars,
+	res, err := ledger.New(tx).InsertDispatch(ctx, ledger.NewDispatch{ID: p.id, EventID: eventID, Refs: refs, Vars: p.vars,
 		Sealed: p.secrets, Actor: p.opts.actor, IdempotencyKey: p.opts.key, Fingerprint: fp, Queue: c.cfg.Queue}, c.cfg.IdempotencyWindow)
 	if err != nil {
 		return TxResult{}, err
 	}
 	switch res.Outcome {
-	case receipts.Duplicate:
+	case ledger.Duplicate:
 		return TxResult{ID: res.Of, Duplicate: true}, nil
-	case receipts.Conflict:
+	case ledger.Conflict:
 		return TxResult{}, fmt.Errorf("dispatch %s with key %q (first used by %s): %w", eventID, p.opts.key, res.Of, ErrIdempotencyConflict)
 	}
 	if c.cfg.DisableOutboxNotify {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -27,7 +27,7 @@ func TestDispatchTxCommitAndRollback(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r := b.waitReceipt(res.ID, receipts.ReceiptSent, 10*time.Second)
+	r := b.waitReceipt(res.ID, ledger.ReceiptSent, 10*time.Second)
 	m := b.smtp.WaitFor(t, 1, 5*time.Second)[0]
 	if m.MessageID != r.MessageID {
 		t.Fatalf("Message-ID %q, receipt %q", m.MessageID, r.MessageID)
@@ -52,7 +52,7 @@ func TestDispatchTxCommitAndRollback(t *testing.T) {
 		t.Fatalf("the promoter enqueued %d tasks after a rollback", n)
 	}
 	b.waitIdle()
-	if _, err := b.store.GetDispatch(ctx, rolled.ID); !errors.Is(err, receipts.ErrNotFound) {
+	if _, err := b.store.GetDispatch(ctx, rolled.ID); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("rolled-back dispatch exists: %v", err)
 	}
 	if n := len(b.smtp.Messages()); n != 1 {
@@ -86,19 +86,19 @@ func TestIdempotency(t *testing.T) {
 	if _, err := txDispatch(map[string]any{"n": 2}); !errors.Is(err, tasks.ErrIdempotencyConflict) {
 		t.Fatalf("different arguments: %v", err)
 	}
-	b.waitReceipt(first.ID, receipts.ReceiptSent, 10*time.Second)
+	b.waitReceipt(first.ID, ledger.ReceiptSent, 10*time.Second)
 
 	// Redis path: recorded when the worker sees it.
 	r1, err := b.client.Dispatch(ctx, "accounts.password_reset", user("43"), map[string]any{"n": 1.5}, tasks.IdempotencyKey("k"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.waitReceipt(r1, receipts.ReceiptSent, 10*time.Second)
+	b.waitReceipt(r1, ledger.ReceiptSent, 10*time.Second)
 	r2, err := b.client.Dispatch(ctx, "accounts.password_reset", user("43"), map[string]any{"n": 1.5}, tasks.IdempotencyKey("k"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	dup := b.waitDispatch(r2, receipts.DispatchDuplicate, 10*time.Second)
+	dup := b.waitDispatch(r2, ledger.DispatchDuplicate, 10*time.Second)
 	if dup.DuplicateOf != r1 {
 		t.Fatalf("duplicate of %q, want %q", dup.DuplicateOf, r1)
 	}
@@ -106,7 +106,7 @@ func TestIdempotency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rej := b.waitDispatch(r3, receipts.DispatchRejected, 10*time.Second)
+	rej := b.waitDispatch(r3, ledger.DispatchRejected, 10*time.Second)
 	if rej.DuplicateOf != r1 || !strings.Contains(rej.LastError, "idempotency_conflict") {
 		t.Fatalf("conflict: %+v", rej)
 	}
@@ -130,7 +130,7 @@ func TestProducerSecretNeverInClear(t *testing.T) {
 	if hits := redisContains(t, b.redis, token); len(hits) > 0 {
 		t.Fatalf("secret in clear in Redis keys %v", hits)
 	}
-	b.waitReceipt(id, receipts.ReceiptSent, 10*time.Second)
+	b.waitReceipt(id, ledger.ReceiptSent, 10*time.Second)
 	m := b.smtp.WaitFor(t, 1, 5*time.Second)[0]
 	if tokenOf(t, m.Text) != token {
 		t.Fatalf("the producer's token was not used: %q", tokenOf(t, m.Text))

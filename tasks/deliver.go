@@ -11,7 +11,7 @@ import (
 
 	"github.com/heraldhq/herald/channels"
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/templates"
 )
 
@@ -41,32 +41,32 @@ func (w *Worker) deliver(ctx context.Context, id string, pre *hydrated) error {
 		return err
 	}
 	switch out {
-	case receipts.ClaimMissing:
+	case ledger.ClaimMissing:
 		return w.rejectID(ctx, TypeDeliver, DeliverTaskID(id, 0), "receipt "+id+" does not exist")
-	case receipts.ClaimNotDue:
+	case ledger.ClaimNotDue:
 		r, err := w.store.GetReceipt(ctx, id)
 		if err != nil {
 			return err
 		}
 		return &notDueError{due: r.DueAt}
-	case receipts.ClaimBusy:
+	case ledger.ClaimBusy:
 		return nil
 	}
 	return w.deliverClaimed(ctx, c, pre)
 }
 
 // deliverClaimed runs the attempt of a claimed delivery and records its outcome, fenced.
-func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hydrated) error {
+func (w *Worker) deliverClaimed(ctx context.Context, c *ledger.Claim, pre *hydrated) error {
 	r := c.Receipt
 	log := w.log.With().Str("receipt_id", r.ID).Str("dispatch_id", r.DispatchID).Str("event_id", r.EventID).
 		Str("channel", r.ChannelKey).Int("attempt", r.Attempt).Logger()
-	var o receipts.Outcome
+	var o ledger.Outcome
 	var red redactor
 	switch {
 	case r.Attempt > r.MaxAttempts:
 		// Only a reclaim gets here (ordinary failures stop at MaxAttempts): the last attempts ended
 		// without an outcome — a crash, a kill, a panic that took the process.
-		o = receipts.Outcome{Status: receipts.ReceiptFailed, InDoubt: c.Reclaimed,
+		o = ledger.Outcome{Status: ledger.ReceiptFailed, InDoubt: c.Reclaimed,
 			LastError: fmt.Sprintf("gave up after %d attempts: the last one ended without recording an outcome (worker stopped or crashed)", r.MaxAttempts)}
 	default:
 		if c.Reclaimed {
@@ -82,14 +82,14 @@ func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hyd
 	}
 	o.LastError = red.apply(o.LastError)
 	o.Subject = red.apply(o.Subject)
-	var fin receipts.Finished
+	var fin ledger.Finished
 	err := w.record(ctx, func(ctx context.Context) error {
 		var err error
 		fin, err = w.store.FinishReceipt(ctx, r.ID, r.Attempt, o)
 		return err
 	})
-	if errors.Is(err, receipts.ErrTransition) {
-		if o.Status == receipts.ReceiptSent {
+	if errors.Is(err, ledger.ErrTransition) {
+		if o.Status == ledger.ReceiptSent {
 			log.Info().Msg("confirmed send was already recorded (the receipt is final)")
 		} else {
 			log.Info().Str("outcome", string(o.Status)).Msg("lease was taken over before the outcome was recorded; the new owner carries on")
@@ -103,23 +103,23 @@ func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hyd
 		w.metrics.inDoubt.WithLabelValues(inDoubtOvertaken).Inc()
 		log.Warn().Msg("the confirmed send was recorded after another worker reclaimed the delivery during a PostgreSQL outage; it may have sent too (in doubt, same Message-ID)")
 	}
-	if o.InDoubt && o.Status != receipts.ReceiptFailed {
+	if o.InDoubt && o.Status != ledger.ReceiptFailed {
 		w.metrics.inDoubt.WithLabelValues(inDoubtLostReply).Inc()
 	}
 	w.metrics.deliveries.WithLabelValues(r.Transport, string(o.Status)).Inc()
 	switch o.Status {
-	case receipts.ReceiptSent:
+	case ledger.ReceiptSent:
 		w.alerts.clear(r.Transport)
 		log.Info().Str("message_id", o.MessageID).Msg("sent")
 		return nil
-	case receipts.ReceiptRetrying:
+	case ledger.ReceiptRetrying:
 		ev := log.Info()
 		if o.InDoubt {
 			ev = log.Warn().Bool("in_doubt", true)
 		}
 		ev.Str("reason", o.LastError).Time("due_at", o.DueAt).Msg("delivery will be retried")
 		if o.DueAt.Before(time.Now().Add(w.cfg.Horizon)) {
-			due := []receipts.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}}
+			due := []ledger.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}}
 			if err := w.store.MarkReceiptsEnqueued(ctx, []string{r.ID}); err == nil {
 				w.enqueueReceiptTasks(ctx, due)
 			}
@@ -133,7 +133,7 @@ func (w *Worker) deliverClaimed(ctx context.Context, c *receipts.Claim, pre *hyd
 
 // attempt decides and performs one delivery; it writes nothing. A panic in event, loader,
 // template or transport code is recovered into a temporary failure with a redacted reason.
-func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated, reclaimed bool) (o receipts.Outcome, red redactor) {
+func (w *Worker) attempt(ctx context.Context, r *ledger.ReceiptRow, pre *hydrated, reclaimed bool) (o ledger.Outcome, red redactor) {
 	inSend := false
 	defer func() {
 		if p := recover(); p != nil {
@@ -147,11 +147,11 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 		}
 	}()
 	if time.Now().After(r.ExpiresAt) {
-		return receipts.Outcome{Status: receipts.ReceiptExpired,
+		return ledger.Outcome{Status: ledger.ReceiptExpired,
 			LastError: fmt.Sprintf("past the event's max age: due %s, expired %s", r.DueAt.UTC().Format(time.RFC3339), r.ExpiresAt.UTC().Format(time.RFC3339))}, nil
 	}
 	if pre == nil {
-		var po *receipts.Outcome
+		var po *ledger.Outcome
 		pre, po = w.hydrate(ctx, r)
 		if pre != nil {
 			red = pre.red
@@ -167,15 +167,15 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 	if dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); err != nil {
 		return w.temporary(r, "should send: "+err.Error()), red
 	} else if !dec.Send {
-		return receipts.Outcome{Status: receipts.ReceiptSkipped, LastError: cmpOr(dec.Reason, "should_send said no")}, red
+		return ledger.Outcome{Status: ledger.ReceiptSkipped, LastError: cmpOr(dec.Reason, "should_send said no")}, red
 	}
 	msg, err := w.render(ctx, ev, d, ch, rc, r)
 	if err != nil {
-		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: err.Error()}, red
+		return ledger.Outcome{Status: ledger.ReceiptFailed, LastError: err.Error()}, red
 	}
 	sender := w.cfg.Senders[r.Transport]
 	if sender == nil {
-		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: fmt.Sprintf("no sender configured for transport %q", r.Transport)}, red
+		return ledger.Outcome{Status: ledger.ReceiptFailed, LastError: fmt.Sprintf("no sender configured for transport %q", r.Transport)}, red
 	}
 	if reclaimed {
 		// The attempt this one took over may have recorded its confirmed send meanwhile (it was
@@ -183,7 +183,7 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 		if still, err := w.store.StillClaimed(ctx, r.ID, r.Attempt); err != nil {
 			return w.temporary(r, err.Error()), red
 		} else if !still {
-			return receipts.Outcome{}, red // no status: nothing to record
+			return ledger.Outcome{}, red // no status: nothing to record
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
@@ -194,7 +194,7 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 	w.metrics.sendSeconds.WithLabelValues(r.Transport).Observe(time.Since(started).Seconds())
 	cancel()
 	if err == nil {
-		return receipts.Outcome{Status: receipts.ReceiptSent, Subject: msg.Subject, MessageID: msg.MessageID,
+		return ledger.Outcome{Status: ledger.ReceiptSent, Subject: msg.Subject, MessageID: msg.MessageID,
 			ProviderResponse: res.ProviderResponse}, red
 	}
 	reason := red.apply(err.Error())
@@ -205,10 +205,10 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 	}
 	switch channels.ClassOf(err) {
 	case channels.Permanent:
-		return receipts.Outcome{Status: receipts.ReceiptFailed, Subject: msg.Subject, MessageID: msg.MessageID, LastError: reason}, red
+		return ledger.Outcome{Status: ledger.ReceiptFailed, Subject: msg.Subject, MessageID: msg.MessageID, LastError: reason}, red
 	case channels.RateLimited:
 		if ce != nil && ce.RetryAfter > 0 && r.Attempt < r.MaxAttempts {
-			return receipts.Outcome{Status: receipts.ReceiptRetrying, DueAt: time.Now().Add(ce.RetryAfter), LastError: reason}, red
+			return ledger.Outcome{Status: ledger.ReceiptRetrying, DueAt: time.Now().Add(ce.RetryAfter), LastError: reason}, red
 		}
 	}
 	o = w.temporary(r, reason)
@@ -222,22 +222,22 @@ func (w *Worker) attempt(ctx context.Context, r *receipts.Receipt, pre *hydrated
 	return o, red
 }
 
-func (w *Worker) temporary(r *receipts.Receipt, reason string) receipts.Outcome {
+func (w *Worker) temporary(r *ledger.ReceiptRow, reason string) ledger.Outcome {
 	if r.Attempt >= r.MaxAttempts {
-		return receipts.Outcome{Status: receipts.ReceiptFailed, LastError: fmt.Sprintf("%s (gave up after %d attempts)", reason, r.Attempt)}
+		return ledger.Outcome{Status: ledger.ReceiptFailed, LastError: fmt.Sprintf("%s (gave up after %d attempts)", reason, r.Attempt)}
 	}
-	return receipts.Outcome{Status: receipts.ReceiptRetrying, DueAt: time.Now().Add(w.backoff.Delay(r.Attempt)), LastError: reason}
+	return ledger.Outcome{Status: ledger.ReceiptRetrying, DueAt: time.Now().Add(w.backoff.Delay(r.Attempt)), LastError: reason}
 }
 
 // hydrate loads what a delivery needs when the fan-out did not hand it over.
-func (w *Worker) hydrate(ctx context.Context, r *receipts.Receipt) (*hydrated, *receipts.Outcome) {
+func (w *Worker) hydrate(ctx context.Context, r *ledger.ReceiptRow) (*hydrated, *ledger.Outcome) {
 	row, err := w.store.GetDispatch(ctx, r.DispatchID)
 	if err != nil {
 		o := w.temporary(r, err.Error())
 		return nil, &o
 	}
 	if row.ScrubbedAt != nil {
-		return nil, &receipts.Outcome{Status: receipts.ReceiptFailed, LastError: "the dispatch's secrets were scrubbed (older than the secret retention)"}
+		return nil, &ledger.Outcome{Status: ledger.ReceiptFailed, LastError: "the dispatch's secrets were scrubbed (older than the secret retention)"}
 	}
 	ev, err := w.cfg.Registry.Lookup(row.EventID)
 	if err != nil {
@@ -247,7 +247,7 @@ func (w *Worker) hydrate(ctx context.Context, r *receipts.Receipt) (*hydrated, *
 	d, red, err := w.buildDispatch(ctx, row)
 	switch {
 	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef), errors.Is(err, errBadSecret):
-		return nil, &receipts.Outcome{Status: receipts.ReceiptFailed, LastError: red.apply(err.Error())}
+		return nil, &ledger.Outcome{Status: ledger.ReceiptFailed, LastError: red.apply(err.Error())}
 	case err != nil:
 		o := w.temporary(r, red.apply(err.Error()))
 		return nil, &o
@@ -258,7 +258,7 @@ func (w *Worker) hydrate(ctx context.Context, r *receipts.Receipt) (*hydrated, *
 
 // channelOf finds the receipt's channel among the event's channels, falling back to what the
 // receipt recorded.
-func channelOf(chs []events.Channel, r *receipts.Receipt) events.Channel {
+func channelOf(chs []events.Channel, r *ledger.ReceiptRow) events.Channel {
 	for _, ch := range chs {
 		if ch.Key == r.ChannelKey {
 			return ch
@@ -270,7 +270,7 @@ func channelOf(chs []events.Channel, r *receipts.Receipt) events.Channel {
 // errSampleLeak is the sample-leak guard's refusal.
 var errSampleLeak = errors.New("refusing to send: the content carries the sample-data marker (preview data reached the send path)")
 
-func (w *Worker) render(ctx context.Context, ev events.Event, d *events.Dispatch, ch events.Channel, rc events.Recipient, r *receipts.Receipt) (channels.Message, error) {
+func (w *Worker) render(ctx context.Context, ev events.Event, d *events.Dispatch, ch events.Channel, rc events.Recipient, r *ledger.ReceiptRow) (channels.Message, error) {
 	subject, err := events.SubjectOf(ctx, ev, d, ch, rc)
 	if err != nil {
 		return channels.Message{}, fmt.Errorf("subject: %w", err)

@@ -11,7 +11,7 @@ import (
 
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -68,7 +68,7 @@ func TestDuplicateAndRacingDeliveries(t *testing.T) {
 		t.Fatalf("%d emails for 2 deliveries, want 2", n)
 	}
 	for _, id := range ids {
-		if r := b.receipts(id)[0]; r.Status != receipts.ReceiptSent || r.Attempt != 1 {
+		if r := b.receipts(id)[0]; r.Status != ledger.ReceiptSent || r.Attempt != 1 {
 			t.Fatalf("receipt %+v", r)
 		}
 	}
@@ -92,14 +92,14 @@ func TestReclaimAfterCrash(t *testing.T) {
 	}
 	r := b.receipts(res.ID)[0]
 	// The crashed worker: claimed (status sending), never finished.
-	if _, out, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil || out != receipts.Claimed {
+	if _, out, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil || out != ledger.Claimed {
 		t.Fatalf("claim: %v %v", out, err)
 	}
 	if err := b.store.ExpireLeaseForTest(ctx, r.ID); err != nil {
 		t.Fatal(err)
 	}
 	b.start() // the promoter finds the expired lease and enqueues a reclaim
-	got := b.waitReceipt(res.ID, receipts.ReceiptSent, 10*time.Second)
+	got := b.waitReceipt(res.ID, ledger.ReceiptSent, 10*time.Second)
 	if !got.InDoubt || got.Attempt != 2 {
 		t.Fatalf("reclaimed receipt: in_doubt %v attempt %d", got.InDoubt, got.Attempt)
 	}
@@ -119,7 +119,7 @@ func TestSMTPReplies(t *testing.T) {
 		b := setup(t).start()
 		b.smtp.FailNext(emailtest.Reply(451, "4.3.0", "try again later"))
 		id := b.dispatch(t, "accounts.password_reset")
-		r := b.waitReceipt(id, receipts.ReceiptSent, 10*time.Second)
+		r := b.waitReceipt(id, ledger.ReceiptSent, 10*time.Second)
 		if r.Attempt != 2 || r.LastError != "" {
 			t.Fatalf("attempt %d, last error %q: want the second attempt sent and the 451 cleared", r.Attempt, r.LastError)
 		}
@@ -133,7 +133,7 @@ func TestSMTPReplies(t *testing.T) {
 		b := setup(t).start()
 		b.smtp.FailNext(emailtest.Reply(550, "5.1.1", "no such mailbox"))
 		id := b.dispatch(t, "accounts.password_reset")
-		r := b.waitReceipt(id, receipts.ReceiptFailed, 10*time.Second)
+		r := b.waitReceipt(id, ledger.ReceiptFailed, 10*time.Second)
 		if r.Attempt != 1 || !strings.Contains(r.LastError, "550") {
 			t.Fatalf("attempt %d, %q", r.Attempt, r.LastError)
 		}
@@ -155,7 +155,7 @@ func TestSMTPReplies(t *testing.T) {
 		b.worker = w
 		b.start()
 		id := b.dispatch(t, "accounts.password_reset")
-		r := b.waitReceipt(id, receipts.ReceiptRetrying, 10*time.Second)
+		r := b.waitReceipt(id, ledger.ReceiptRetrying, 10*time.Second)
 		if !strings.Contains(r.LastError, "535") || strings.Contains(r.LastError, "wrong-Pw-123") {
 			t.Fatalf("last error %q", r.LastError)
 		}
@@ -188,19 +188,19 @@ func TestDeliveryOutcomes(t *testing.T) {
 	}
 	exp, opt, leak, sms := dispatch("test.expires"), dispatch("test.optout"), dispatch("test.leak"), dispatch("test.sms")
 
-	if r := b.waitReceipt(exp, receipts.ReceiptExpired, 10*time.Second); !strings.Contains(r.LastError, "max age") {
+	if r := b.waitReceipt(exp, ledger.ReceiptExpired, 10*time.Second); !strings.Contains(r.LastError, "max age") {
 		t.Errorf("expired: %q", r.LastError)
 	}
-	if r := b.waitReceipt(opt, receipts.ReceiptSkipped, 10*time.Second); r.LastError != "user_opted_out" {
+	if r := b.waitReceipt(opt, ledger.ReceiptSkipped, 10*time.Second); r.LastError != "user_opted_out" {
 		t.Errorf("skipped: %q", r.LastError)
 	}
-	if r := b.waitReceipt(leak, receipts.ReceiptFailed, 10*time.Second); !strings.Contains(r.LastError, "sample-data marker") {
+	if r := b.waitReceipt(leak, ledger.ReceiptFailed, 10*time.Second); !strings.Contains(r.LastError, "sample-data marker") {
 		t.Errorf("sample leak: %q", r.LastError)
 	}
-	if r := b.waitReceipt(sms, receipts.ReceiptFailed, 10*time.Second); !strings.Contains(r.LastError, `no sender configured for transport "sms"`) {
+	if r := b.waitReceipt(sms, ledger.ReceiptFailed, 10*time.Second); !strings.Contains(r.LastError, `no sender configured for transport "sms"`) {
 		t.Errorf("no transport: %q", r.LastError)
 	}
-	b.waitReceipt(sms, receipts.ReceiptSent, 10*time.Second) // the email channel of the same dispatch still goes out
+	b.waitReceipt(sms, ledger.ReceiptSent, 10*time.Second) // the email channel of the same dispatch still goes out
 	msgs := b.smtp.WaitFor(t, 1, 5*time.Second)
 	b.waitIdle()
 	if n := len(b.smtp.Messages()); n != 1 {
@@ -230,7 +230,7 @@ func TestShutdownDuringSend(t *testing.T) {
 	}
 	b.worker.Shutdown() // returns once the running delivery finished (ShutdownTimeout 8s > the 1.5s send)
 	rs := b.receipts(id)
-	if len(rs) != 1 || rs[0].Status != receipts.ReceiptSent {
+	if len(rs) != 1 || rs[0].Status != ledger.ReceiptSent {
 		t.Fatalf("after shutdown: %+v", rs[0])
 	}
 	// A new worker on the same queue finds nothing left to do.

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/hibiken/asynq"
 
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 )
 
 // QueuedErasure is what EraseQueued did in Redis.
@@ -28,22 +28,22 @@ type QueuedErasure struct {
 const erasePageSize = 500
 
 // EraseQueued removes from Redis the herald:dispatch tasks of queue whose payload holds one of
-// addresses, found as EraseRecipient finds them (receipts.AddressMatcher: any letter case, URL-
+// addresses, found as EraseRecipient finds them (ledger.AddressMatcher: any letter case, URL-
 // and HTML-escaped forms, whole addresses only: a partial one, "@example.net", finds nobody's
 // longer address). A dispatch not yet seen by a
 // worker carries its variables there, and asynq keeps retried and archived payloads for months. Each such task's dispatch is
 // canceled first, as `enqueue cancel` does — a tombstone when PostgreSQL does not know it yet,
 // which the worker's first sight respects — so nothing is dropped without a record; then the
-// task is deleted. Run it before receipts.Store.EraseRecipient (which takes the addresses from
-// receipts.Store.RecipientAddresses), and pass its counts there for the audit row.
+// task is deleted. Run it before ledger.Store.EraseRecipient (which takes the addresses from
+// ledger.Store.RecipientAddresses), and pass its counts there for the audit row.
 //
 // It reads every task of the queue (pending, scheduled, retry, active, archived): an erasure is
 // rare, and no index of Redis finds text inside payloads. Deliver tasks are not read: they
 // carry a receipt id and an attempt only. Only queue is looked at; a fleet with several queues
 // runs it for each.
-func EraseQueued(ctx context.Context, redis asynq.RedisConnOpt, store *receipts.Store, queue string, addresses []string) (QueuedErasure, error) {
+func EraseQueued(ctx context.Context, redis asynq.RedisConnOpt, store *ledger.Store, queue string, addresses []string) (QueuedErasure, error) {
 	var out QueuedErasure
-	match, err := receipts.NewAddressMatcher(addresses)
+	match, err := ledger.NewAddressMatcher(addresses)
 	if err != nil {
 		return out, fmt.Errorf("erase queued tasks: %w", err)
 	}
@@ -92,7 +92,7 @@ func isActive(insp *asynq.Inspector, queue, id string) bool {
 // findQueued lists the dispatch tasks of queue whose payload holds an address. States are read in
 // the order tasks move through them (scheduled and retry → pending → active → archived), so a
 // task that moves during the listing is seen twice rather than missed.
-func findQueued(ctx context.Context, insp *asynq.Inspector, queue string, match *receipts.AddressMatcher) ([]*asynq.TaskInfo, error) {
+func findQueued(ctx context.Context, insp *asynq.Inspector, queue string, match *ledger.AddressMatcher) ([]*asynq.TaskInfo, error) {
 	lists := []struct {
 		state string
 		list  func(string, ...asynq.ListOption) ([]*asynq.TaskInfo, error)
@@ -131,13 +131,13 @@ func findQueued(ctx context.Context, insp *asynq.Inspector, queue string, match 
 // cancelQueued cancels the dispatch of a queued task, with a tombstone when PostgreSQL does not
 // know it yet. A task too broken to name its dispatch is recorded as a rejected task instead
 // (without its payload, which names the person).
-func cancelQueued(ctx context.Context, store *receipts.Store, queue string, task *asynq.TaskInfo) error {
+func cancelQueued(ctx context.Context, store *ledger.Store, queue string, task *asynq.TaskInfo) error {
 	id := queuedDispatchID(task)
 	if id == "" {
 		return store.RecordRejectedTask(ctx, task.Type, task.ID, queue,
 			"deleted by an erasure: its payload named an erased recipient and no dispatch id", nil)
 	}
-	if _, err := store.CancelDispatch(ctx, id, receipts.EraseReason, true); err != nil {
+	if _, err := store.CancelDispatch(ctx, id, ledger.EraseReason, true); err != nil {
 		return fmt.Errorf("cancel dispatch %s of a queued task before deleting it: %w", id, err)
 	}
 	return nil

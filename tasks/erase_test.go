@@ -18,8 +18,8 @@ import (
 	"github.com/heraldhq/herald/channels/capture"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/examples"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -92,7 +92,7 @@ func TestEraseRecipientEndToEnd(t *testing.T) {
 	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
 	addr, name := "Canary."+hex+"@Example.net", "Nym"+hex
 	b := setup(t, withEvents(canaryEvent{}), func(b *bundle) {
-		b.cfg.Senders = map[string]channels.Sender{events.TransportEmail: capture.New(b.store)}
+		b.cfg.Senders = map[string]channels.Sender{events.TransportEmail: capture.New(b.pool)}
 	})
 	ctx := t.Context()
 	if err := examples.SeedUser(ctx, b.pool, examples.User{ID: "c1", Email: addr, Name: name}); err != nil {
@@ -114,9 +114,9 @@ func TestEraseRecipientEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent := map[string]*receipts.Receipt{}
+	sent := map[string]*ledger.ReceiptRow{}
 	for _, id := range append(own, bobs) {
-		sent[id] = b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+		sent[id] = b.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 	}
 	// A rejected task whose kept payload holds the address (as a payload held for a newer worker).
 	if err := b.store.RecordRejectedTask(ctx, tasks.TypeDispatch, "dispatch:"+uuid.NewString()+":0", b.queue, "payload v2", nil); err != nil {
@@ -143,7 +143,7 @@ func TestEraseRecipientEndToEnd(t *testing.T) {
 	if err != nil || q.Deleted != 2 || q.Active != 0 {
 		t.Fatalf("EraseQueued = %+v %v", q, err)
 	}
-	er, err := b.store.EraseRecipient(ctx, receipts.EraseRequest{Who: strings.ToUpper(addr), Actor: "test", QueuedDeleted: q.Deleted})
+	er, err := b.store.EraseRecipient(ctx, ledger.EraseRequest{Who: strings.ToUpper(addr), Actor: "test", QueuedDeleted: q.Deleted})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,12 +168,12 @@ func TestEraseRecipientEndToEnd(t *testing.T) {
 		for _, r := range rs {
 			switch r.ChannelKey {
 			case "email":
-				if r.ID != sent[id].ID || r.Status != receipts.ReceiptSent || r.SentAt == nil || !r.SentAt.Equal(*sent[id].SentAt) ||
+				if r.ID != sent[id].ID || r.Status != ledger.ReceiptSent || r.SentAt == nil || !r.SentAt.Equal(*sent[id].SentAt) ||
 					r.MessageID == "" || r.MessageID != sent[id].MessageID || r.RecipientID != "erased:"+r.ID {
 					t.Errorf("sent delivery after the erasure: %+v (before %+v)", r, sent[id])
 				}
 			case "reminder":
-				if r.Status != receipts.ReceiptCanceled || r.LastError != "recipient erased" {
+				if r.Status != ledger.ReceiptCanceled || r.LastError != "recipient erased" {
 					t.Errorf("reminder after the erasure: %s %q", r.Status, r.LastError)
 				}
 			}
@@ -184,17 +184,17 @@ func TestEraseRecipientEndToEnd(t *testing.T) {
 		if r.Recipient.Address != "bob@example.net" || r.RecipientID != "43" {
 			t.Errorf("Bob's delivery lost Bob: %+v", r)
 		}
-		if r.ChannelKey == "email" && (r.Status != receipts.ReceiptSent || r.Subject != "Hello Bob: ask [erased] <[erased]>" ||
+		if r.ChannelKey == "email" && (r.Status != ledger.ReceiptSent || r.Subject != "Hello Bob: ask [erased] <[erased]>" ||
 			r.MessageID != sent[bobs].MessageID) {
 			t.Errorf("Bob's sent delivery: %+v", r)
 		}
-		if r.ChannelKey == "reminder" && r.Status != receipts.ReceiptCanceled {
+		if r.ChannelKey == "reminder" && r.Status != ledger.ReceiptCanceled {
 			t.Errorf("Bob's reminder naming them: %s, want canceled", r.Status)
 		}
 	}
 	// The queued dispatches are canceled, not lost; Bob's queued one is still there.
 	for _, id := range queued {
-		if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+		if st := b.dispatchStatus(id); st != ledger.DispatchCanceled {
 			t.Errorf("queued dispatch %s: %q, want a canceled tombstone", id, st)
 		}
 		// Its task is gone from Redis: the tombstone counts as met, so the retention can take it.
@@ -220,9 +220,9 @@ func TestEraseRecipientEndToEnd(t *testing.T) {
 	if q, err := tasks.EraseQueued(ctx, b.redis, b.store, parked, addrs); err != nil || q != (tasks.QueuedErasure{}) {
 		t.Errorf("second EraseQueued = %+v %v", q, err)
 	}
-	again, err := b.store.EraseRecipient(ctx, receipts.EraseRequest{Who: addr, Actor: "test"})
+	again, err := b.store.EraseRecipient(ctx, ledger.EraseRequest{Who: addr, Actor: "test"})
 	again.AuditID = 0
-	if err != nil || again != (receipts.Erasure{}) {
+	if err != nil || again != (ledger.Erasure{}) {
 		t.Errorf("second erasure = %+v %v", again, err)
 	}
 }
@@ -282,11 +282,11 @@ func TestEraseQueuedDoesNotTouchALongerAddress(t *testing.T) {
 		if _, err := insp.GetTaskInfo(parked, tasks.DispatchTaskID(id, 0)); err != nil {
 			t.Errorf("another person's queued dispatch was deleted by bob's erasure: %v", err)
 		}
-		if st := b.dispatchStatus(id); st == receipts.DispatchCanceled {
+		if st := b.dispatchStatus(id); st == ledger.DispatchCanceled {
 			t.Errorf("another person's queued dispatch was canceled (tombstone) by bob's erasure")
 		}
 	}
-	if st := b.dispatchStatus(bobs); st != receipts.DispatchCanceled {
+	if st := b.dispatchStatus(bobs); st != ledger.DispatchCanceled {
 		t.Errorf("bob's queued dispatch: %q, want a canceled tombstone", st)
 	}
 }
@@ -335,7 +335,7 @@ func TestEraseQueuedPartialAddressMatchesNobodyElse(t *testing.T) {
 	}
 	insp := asynq.NewInspector(b.redis)
 	defer insp.Close()
-	if _, err := insp.GetTaskInfo(parked, tasks.DispatchTaskID(id, 0)); err != nil || b.dispatchStatus(id) == receipts.DispatchCanceled {
+	if _, err := insp.GetTaskInfo(parked, tasks.DispatchTaskID(id, 0)); err != nil || b.dispatchStatus(id) == ledger.DispatchCanceled {
 		t.Errorf("a partial address deleted or canceled ann's queued dispatch: %v", err)
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 )
 
 // HandleDispatch is the herald:dispatch handler: record the dispatch on first sight, then fan
@@ -39,7 +39,7 @@ func (w *Worker) HandleDispatch(ctx context.Context, t *asynq.Task) error {
 		if err != nil {
 			return err // waiting for PostgreSQL: not counted as a failure (see guard)
 		}
-		if row != nil && row.Status == receipts.DispatchFanningOut {
+		if row != nil && row.Status == ledger.DispatchFanningOut {
 			return w.fanOutClaimed(ctx, row) // inserted already claimed
 		}
 	}
@@ -68,7 +68,7 @@ func (w *Worker) eventList() string {
 
 // firstSight inserts the dispatch row from the payload — claimed for this worker when it is
 // due — answering idempotency. It returns the inserted row, or nil if the row already existed.
-func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) (*receipts.Dispatch, error) {
+func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) (*ledger.DispatchRow, error) {
 	fp, err := Fingerprint(p.EventID, p.Refs, p.Vars) // vars were checked by DecodeDispatch
 	if err != nil {
 		return nil, err
@@ -84,24 +84,24 @@ func (w *Worker) firstSight(ctx context.Context, p DispatchPayload) (*receipts.D
 			Msg("dispatch accepted in the future (producer clock ahead?); using the time the worker first saw it")
 		p.AcceptedAt = time.Time{}
 	}
-	nd := receipts.NewDispatch{ID: p.DispatchID, EventID: p.EventID, Refs: p.Refs, Vars: vars, Sealed: p.Secrets,
+	nd := ledger.NewDispatch{ID: p.DispatchID, EventID: p.EventID, Refs: p.Refs, Vars: vars, Sealed: p.Secrets,
 		Actor: p.Actor, IdempotencyKey: p.IdempotencyKey, Fingerprint: fp, AcceptedAt: p.AcceptedAt, ClaimFor: w.cfg.Lease,
 		Queue: w.cfg.Queue}
 	res, err := w.store.InsertDispatch(ctx, nd, w.cfg.IdempotencyWindow)
 	if err != nil {
 		return nil, err
 	}
-	if res.Outcome == receipts.Duplicate || res.Outcome == receipts.Conflict {
+	if res.Outcome == ledger.Duplicate || res.Outcome == ledger.Conflict {
 		if err := w.store.InsertSettled(ctx, nd, res); err != nil {
 			return nil, err
 		}
 		ev := w.log.Info()
-		if res.Outcome == receipts.Conflict {
+		if res.Outcome == ledger.Conflict {
 			ev = w.log.Warn()
 		}
-		w.metrics.dispatches.WithLabelValues(map[bool]string{true: "rejected", false: "duplicate"}[res.Outcome == receipts.Conflict]).Inc()
+		w.metrics.dispatches.WithLabelValues(map[bool]string{true: "rejected", false: "duplicate"}[res.Outcome == ledger.Conflict]).Inc()
 		ev.Str("dispatch_id", p.DispatchID).Str("event_id", p.EventID).Str("of", res.Of).
-			Bool("conflict", res.Outcome == receipts.Conflict).Msg("idempotency key already used; nothing sent")
+			Bool("conflict", res.Outcome == ledger.Conflict).Msg("idempotency key already used; nothing sent")
 		return nil, errSettled
 	}
 	return res.Row, nil
@@ -118,7 +118,7 @@ func (w *Worker) undecodable(ctx context.Context, t *asynq.Task, err error) erro
 }
 
 // reject records a task too broken to have a row of its own, then revokes it. Its payload is not
-// kept (see receipts.RejectedTask).
+// kept (see ledger.RejectedTask).
 func (w *Worker) reject(ctx context.Context, t *asynq.Task, reason string) error {
 	id, _ := asynq.GetTaskID(ctx)
 	q, _ := asynq.GetQueueName(ctx)
@@ -137,15 +137,15 @@ func (w *Worker) fanOut(ctx context.Context, id string) error {
 		return err
 	}
 	switch out {
-	case receipts.ClaimMissing:
+	case ledger.ClaimMissing:
 		return w.rejectID(ctx, TypeDispatch, DispatchTaskID(id, 0), "dispatch "+id+" does not exist")
-	case receipts.ClaimNotDue:
+	case ledger.ClaimNotDue:
 		d, err := w.store.GetDispatch(ctx, id)
 		if err != nil {
 			return err
 		}
 		return &notDueError{due: d.DueAt}
-	case receipts.ClaimBusy:
+	case ledger.ClaimBusy:
 		// Held by another worker, or final: canceled, perhaps by a tombstone that waited for this
 		// task, which the retention may delete once this task has met it.
 		return w.store.MeetTombstone(ctx, id)
@@ -154,7 +154,7 @@ func (w *Worker) fanOut(ctx context.Context, id string) error {
 }
 
 // fanOutClaimed runs the fan-out of a dispatch this worker has claimed.
-func (w *Worker) fanOutClaimed(ctx context.Context, row *receipts.Dispatch) error {
+func (w *Worker) fanOutClaimed(ctx context.Context, row *ledger.DispatchRow) error {
 	f := &fanout{w: w, row: row}
 	if row.Attempt > w.cfg.MaxAttempts {
 		// Only a reclaim gets here (ordinary failures stop at MaxAttempts): the last fan-outs
@@ -163,7 +163,7 @@ func (w *Worker) fanOutClaimed(ctx context.Context, row *receipts.Dispatch) erro
 	} else {
 		f.run(ctx)
 	}
-	if errors.Is(f.err, receipts.ErrTransition) {
+	if errors.Is(f.err, ledger.ErrTransition) {
 		w.log.Warn().Str("dispatch_id", row.ID).Int("attempt", row.Attempt).Msg("fan-out lease was taken over; leaving the dispatch to its new owner")
 		return nil
 	}
@@ -185,7 +185,7 @@ func (w *Worker) rejectID(ctx context.Context, typ, taskID, reason string) error
 
 type fanout struct {
 	w   *Worker
-	row *receipts.Dispatch
+	row *ledger.DispatchRow
 	red redactor
 	err error // a database error: asynq retries the task
 }
@@ -239,7 +239,7 @@ func (f *fanout) run(ctx context.Context) {
 
 	// Step 4 (mint): secrets minted once and sealed. They commit with the first chunk of
 	// receipts, so no receipt ever exists without them; a resumed fan-out reuses them.
-	var minted map[string]receipts.Minted
+	var minted map[string]ledger.Minted
 	if sv, ok := ev.(events.SendVariabler); ok && row.Minted == nil {
 		vars, err := sv.SendVariables(ctx, d)
 		if err != nil {
@@ -298,7 +298,7 @@ func (f *fanout) run(ctx context.Context) {
 		var inserted []string
 		err = w.record(ctx, func(ctx context.Context) error {
 			return pgx.BeginFunc(ctx, w.cfg.DB, func(tx pgx.Tx) error {
-				st := receipts.New(tx)
+				st := ledger.New(tx)
 				if minted != nil {
 					if err := st.StoreMinted(ctx, row.ID, row.Attempt, minted); err != nil {
 						return err
@@ -309,7 +309,7 @@ func (f *fanout) run(ctx context.Context) {
 					return err
 				}
 				if last {
-					return st.FinishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFannedOut, time.Time{}, "")
+					return st.FinishDispatch(ctx, row.ID, row.Attempt, ledger.DispatchFannedOut, time.Time{}, "")
 				}
 				b, _ := json.Marshal(next)
 				return st.SaveFanoutProgress(ctx, row.ID, row.Attempt, b, w.cfg.Lease)
@@ -325,18 +325,18 @@ func (f *fanout) run(ctx context.Context) {
 		// Hand off: deliveries due within the horizon get their tasks; later ones wait for the
 		// promoter. Only receipts this chunk inserted: a resumed chunk's existing ones have theirs.
 		if last && inline >= 0 && len(inserted) == 1 && inserted[0] == rs[inline].ID {
-			w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
+			w.metrics.dispatches.WithLabelValues(string(ledger.DispatchFannedOut)).Inc()
 			r, err := w.store.GetReceipt(ctx, rs[inline].ID)
 			if err != nil {
 				f.err = err
 				return
 			}
-			f.err = w.deliverClaimed(ctx, &receipts.Claim{Receipt: r}, &hydrated{ev: ev, d: d, red: f.red, channels: chs})
+			f.err = w.deliverClaimed(ctx, &ledger.Claim{Receipt: r}, &hydrated{ev: ev, d: d, red: f.red, channels: chs})
 			return
 		}
 		w.enqueueReceiptTasks(ctx, onlyInserted(toEnqueue, inserted))
 		if last {
-			w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFannedOut)).Inc()
+			w.metrics.dispatches.WithLabelValues(string(ledger.DispatchFannedOut)).Inc()
 			w.log.Debug().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("chunks", pos.Chunks).Msg("fanned out")
 			return
 		}
@@ -437,29 +437,29 @@ func (p *recipientPages) next(ctx context.Context) (events.Channel, []events.Rec
 // plan turns one chunk of a channel's recipients into receipts: the recipient key, the due
 // and expiry times, the attempt ceiling, and the status — scheduled, or skipped/failed with the
 // reason when a policy says no, the recipient has no key, or no transport serves the channel.
-func (w *Worker) plan(ctx context.Context, ev events.Event, d *events.Dispatch, row *receipts.Dispatch, ch events.Channel, rcs []events.Recipient) ([]receipts.NewReceipt, error) {
+func (w *Worker) plan(ctx context.Context, ev events.Event, d *events.Dispatch, row *ledger.DispatchRow, ch events.Channel, rcs []events.Recipient) ([]ledger.NewReceipt, error) {
 	due := ch.Time.DueAt(row.AcceptedAt)
 	maxAttempts := ch.Policy.MaxAttempts
 	if maxAttempts <= 0 {
 		maxAttempts = w.cfg.MaxAttempts
 	}
-	rs := make([]receipts.NewReceipt, 0, len(rcs))
+	rs := make([]ledger.NewReceipt, 0, len(rcs))
 	for _, rc := range rcs {
-		nr := receipts.NewReceipt{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: row.ID, EventID: row.EventID,
+		nr := ledger.NewReceipt{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: row.ID, EventID: row.EventID,
 			ChannelKey: ch.Key, Transport: ch.Transport, Audience: ch.Audience, RecipientID: rc.Key(),
-			Recipient:   receipts.Recipient{Address: rc.Address, Name: rc.Name, Locale: rc.Locale},
+			Recipient:   ledger.Recipient{Address: rc.Address, Name: rc.Name, Locale: rc.Locale},
 			MaxAttempts: maxAttempts, DueAt: due, ExpiresAt: due.Add(events.MaxAgeOf(ev, ch)), Queue: cmpOr(row.Queue, w.cfg.Queue)}
 		switch dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); {
 		case err != nil:
 			return nil, fmt.Errorf("should send (channel %q): %w", ch.Key, err)
 		case rc.Key() == "":
-			nr.RecipientID, nr.Status, nr.LastError = "invalid:"+nr.ID, receipts.ReceiptSkipped, "recipient has neither id nor address"
+			nr.RecipientID, nr.Status, nr.LastError = "invalid:"+nr.ID, ledger.ReceiptSkipped, "recipient has neither id nor address"
 		case !dec.Send:
-			nr.Status, nr.LastError = receipts.ReceiptSkipped, cmpOr(dec.Reason, "should_send said no")
+			nr.Status, nr.LastError = ledger.ReceiptSkipped, cmpOr(dec.Reason, "should_send said no")
 		case w.cfg.Senders[ch.Transport] == nil:
-			nr.Status, nr.LastError = receipts.ReceiptFailed, fmt.Sprintf("no sender configured for transport %q on this worker", ch.Transport)
+			nr.Status, nr.LastError = ledger.ReceiptFailed, fmt.Sprintf("no sender configured for transport %q on this worker", ch.Transport)
 		default:
-			nr.Status = receipts.ReceiptScheduled
+			nr.Status = ledger.ReceiptScheduled
 		}
 		rs = append(rs, nr)
 	}
@@ -468,10 +468,10 @@ func (w *Worker) plan(ctx context.Context, ev events.Event, d *events.Dispatch, 
 
 // inlineOf picks the delivery to send in this task: the only scheduled one, when it is due now
 // (it is inserted already claimed). -1: none.
-func (w *Worker) inlineOf(rs []receipts.NewReceipt) int {
+func (w *Worker) inlineOf(rs []ledger.NewReceipt) int {
 	inline := -1
 	for i := range rs {
-		if rs[i].Status != receipts.ReceiptScheduled {
+		if rs[i].Status != ledger.ReceiptScheduled {
 			continue
 		}
 		if inline >= 0 {
@@ -482,24 +482,24 @@ func (w *Worker) inlineOf(rs []receipts.NewReceipt) int {
 	if inline < 0 || w.cfg.DisableInline || rs[inline].DueAt.After(time.Now()) {
 		return -1
 	}
-	rs[inline].Status, rs[inline].ClaimFor = receipts.ReceiptSending, w.cfg.Lease
+	rs[inline].Status, rs[inline].ClaimFor = ledger.ReceiptSending, w.cfg.Lease
 	return inline
 }
 
 // markDue marks the scheduled deliveries due within the horizon as enqueued and returns them.
-func (w *Worker) markDue(rs []receipts.NewReceipt, inline int) []receipts.DueTask {
+func (w *Worker) markDue(rs []ledger.NewReceipt, inline int) []ledger.DueTask {
 	horizon := time.Now().Add(w.cfg.Horizon)
-	var out []receipts.DueTask
+	var out []ledger.DueTask
 	for i := range rs {
-		if i != inline && rs[i].Status == receipts.ReceiptScheduled && !rs[i].DueAt.After(horizon) {
+		if i != inline && rs[i].Status == ledger.ReceiptScheduled && !rs[i].DueAt.After(horizon) {
 			rs[i].Enqueued = true
-			out = append(out, receipts.DueTask{ID: rs[i].ID, DueAt: rs[i].DueAt})
+			out = append(out, ledger.DueTask{ID: rs[i].ID, DueAt: rs[i].DueAt})
 		}
 	}
 	return out
 }
 
-func onlyInserted(due []receipts.DueTask, inserted []string) []receipts.DueTask {
+func onlyInserted(due []ledger.DueTask, inserted []string) []ledger.DueTask {
 	if len(due) == len(inserted) {
 		return due
 	}
@@ -507,7 +507,7 @@ func onlyInserted(due []receipts.DueTask, inserted []string) []receipts.DueTask 
 	for _, id := range inserted {
 		ok[id] = true
 	}
-	return slices.DeleteFunc(due, func(d receipts.DueTask) bool { return !ok[d.ID] })
+	return slices.DeleteFunc(due, func(d ledger.DueTask) bool { return !ok[d.ID] })
 }
 
 // yield ends this task's time slice of a long fan-out: the dispatch goes back to retrying, due
@@ -529,10 +529,10 @@ func (f *fanout) yield(ctx context.Context) {
 // enqueueReceiptTasks hands deliver tasks to asynq for receipts already marked enqueued, a few
 // at a time in parallel (asynq v0.26 has no batch enqueue). A failure is left to the promoter,
 // which enqueues again after RequeueAfter.
-func (w *Worker) enqueueReceiptTasks(ctx context.Context, due []receipts.DueTask) {
+func (w *Worker) enqueueReceiptTasks(ctx context.Context, due []ledger.DueTask) {
 	const parallel = 8
 	var wg sync.WaitGroup
-	work := make(chan receipts.DueTask)
+	work := make(chan ledger.DueTask)
 	for range min(parallel, len(due)) {
 		wg.Go(func() {
 			for r := range work {
@@ -571,11 +571,11 @@ func (f *fanout) temporary(ctx context.Context, reason string) {
 func (f *fanout) retry(ctx context.Context, due time.Time, reason string) {
 	w, row := f.w, f.row
 	reason = f.red.apply(reason)
-	if err := w.finishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchRetrying, due, reason); err != nil {
+	if err := w.finishDispatch(ctx, row.ID, row.Attempt, ledger.DispatchRetrying, due, reason); err != nil {
 		f.err = err
 		return
 	}
-	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchRetrying)).Inc()
+	w.metrics.dispatches.WithLabelValues(string(ledger.DispatchRetrying)).Inc()
 	w.log.Warn().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Int("attempt", row.Attempt).
 		Time("due_at", due).Str("reason", reason).Msg("fan-out will be retried")
 	if due.Before(time.Now().Add(w.cfg.Horizon)) {
@@ -589,16 +589,16 @@ func (f *fanout) retry(ctx context.Context, due time.Time, reason string) {
 func (f *fanout) fail(ctx context.Context, reason string) {
 	w, row := f.w, f.row
 	reason = f.red.apply(reason)
-	if err := w.finishDispatch(ctx, row.ID, row.Attempt, receipts.DispatchFailed, time.Time{}, reason); err != nil {
+	if err := w.finishDispatch(ctx, row.ID, row.Attempt, ledger.DispatchFailed, time.Time{}, reason); err != nil {
 		f.err = err
 		return
 	}
-	w.metrics.dispatches.WithLabelValues(string(receipts.DispatchFailed)).Inc()
+	w.metrics.dispatches.WithLabelValues(string(ledger.DispatchFailed)).Inc()
 	w.log.Warn().Str("dispatch_id", row.ID).Str("event_id", row.EventID).Str("reason", reason).Msg("dispatch failed")
 }
 
 // finishDispatch records a fan-out outcome; it runs even if ctx was canceled (the work is done).
-func (w *Worker) finishDispatch(ctx context.Context, id string, attempt int, to receipts.Status, due time.Time, reason string) error {
+func (w *Worker) finishDispatch(ctx context.Context, id string, attempt int, to ledger.Status, due time.Time, reason string) error {
 	return w.record(ctx, func(ctx context.Context) error {
 		return w.store.FinishDispatch(ctx, id, attempt, to, due, reason)
 	})

@@ -9,7 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -38,7 +38,7 @@ func TestDispatchSendsOneEmailWithRealToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := b.waitReceipt(id, receipts.ReceiptSent, 10*time.Second)
+	r := b.waitReceipt(id, ledger.ReceiptSent, 10*time.Second)
 	msgs := b.smtp.WaitFor(t, 1, 5*time.Second)
 	m := msgs[0]
 	if m.To[0] != "ada@example.net" || m.Subject != "Reset your password" {
@@ -57,7 +57,7 @@ func TestDispatchSendsOneEmailWithRealToken(t *testing.T) {
 	if m.Multipart != "multipart/alternative" {
 		t.Fatalf("content type %q", m.Multipart)
 	}
-	d := b.waitDispatch(id, receipts.DispatchFannedOut, 5*time.Second)
+	d := b.waitDispatch(id, ledger.DispatchFannedOut, 5*time.Second)
 	if d.Minted == nil || d.Minted["reset_token"].Sealed == "" {
 		t.Fatalf("minted token not stored sealed: %+v", d.Minted)
 	}
@@ -97,7 +97,7 @@ func TestDelayedChannels(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "both receipts sent", func() bool {
 		rs := b.receipts(id)
-		return rs[0].Status == receipts.ReceiptSent && rs[1].Status == receipts.ReceiptSent
+		return rs[0].Status == ledger.ReceiptSent && rs[1].Status == ledger.ReceiptSent
 	})
 	for _, r := range b.receipts(id) {
 		if r.SentAt.Before(r.DueAt) {
@@ -114,7 +114,7 @@ func TestMintFailureFailsDispatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := b.waitDispatch(id, receipts.DispatchFailed, 10*time.Second)
+	d := b.waitDispatch(id, ledger.DispatchFailed, 10*time.Second)
 	if !strings.Contains(d.LastError, "token generation failed") {
 		t.Fatalf("reason %q", d.LastError)
 	}
@@ -147,11 +147,11 @@ func TestBadInputIsRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := b.waitDispatch(unknown, receipts.DispatchFailed, 15*time.Second)
+	d := b.waitDispatch(unknown, ledger.DispatchFailed, 15*time.Second)
 	if !strings.Contains(d.LastError, "unknown event") || d.Attempt < 2 {
 		t.Fatalf("unknown event: attempt %d, %q", d.Attempt, d.LastError)
 	}
-	d = b.waitDispatch(missing, receipts.DispatchFailed, 15*time.Second)
+	d = b.waitDispatch(missing, ledger.DispatchFailed, 15*time.Second)
 	if !strings.Contains(d.LastError, "users/404") || !strings.Contains(d.LastError, "not found") || d.Attempt != 4 {
 		t.Fatalf("missing row: attempt %d, %q", d.Attempt, d.LastError)
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/examples"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -72,7 +72,7 @@ func TestInDoubtReclaimsCountedOnce(t *testing.T) {
 	// The reclaim meets two ordinary temporary failures before it is sent.
 	b.smtp.FailNext(emailtest.Reply(451, "4.3.0", "try again later"), emailtest.Reply(451, "4.3.0", "try again later"))
 	b.start()
-	got := b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+	got := b.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 	if got.Attempt != 4 || !got.InDoubt {
 		t.Fatalf("attempt %d in_doubt %v, want the 4th attempt sent and the receipt in doubt", got.Attempt, got.InDoubt)
 	}
@@ -148,7 +148,7 @@ func TestLostReplyAfterDataIsInDoubt(t *testing.T) {
 	}}
 	b := setup(t, withSender(s), withMetrics(reg)).start()
 	id := b.dispatch(t, "accounts.password_reset")
-	r := b.waitReceipt(id, receipts.ReceiptSent, 10*time.Second)
+	r := b.waitReceipt(id, ledger.ReceiptSent, 10*time.Second)
 	if r.Attempt != 2 || !r.InDoubt {
 		t.Fatalf("attempt %d in_doubt %v: want the retry sent and the receipt in doubt", r.Attempt, r.InDoubt)
 	}
@@ -194,7 +194,7 @@ func TestShutdownWaitsForRunningSends(t *testing.T) {
 	}
 	b.worker.Shutdown()
 	rs := b.receipts(id)
-	if len(rs) != 1 || rs[0].Status != receipts.ReceiptSent {
+	if len(rs) != 1 || rs[0].Status != ledger.ReceiptSent {
 		t.Fatalf("after Shutdown returned: %+v, want the confirmed send recorded", rs)
 	}
 }
@@ -229,8 +229,8 @@ func TestConfigAlertRaisedOnce(t *testing.T) {
 	refuse.Lock()
 	refusing = false
 	refuse.Unlock()
-	b.waitReceipt(a, receipts.ReceiptSent, 10*time.Second)
-	b.waitReceipt(c, receipts.ReceiptSent, 10*time.Second)
+	b.waitReceipt(a, ledger.ReceiptSent, 10*time.Second)
+	b.waitReceipt(c, ledger.ReceiptSent, 10*time.Second)
 	logs := b.logs.String()
 	if n := strings.Count(logs, `"alert":"transport_configuration"`); n != 1 {
 		t.Fatalf("configuration alert logged %d times for 2 deliveries of ≥2 attempts each, want once", n)
@@ -247,7 +247,7 @@ func TestRetriesDoNotLogErrors(t *testing.T) {
 	b := setup(t).start()
 	b.smtp.FailNext(emailtest.Reply(451, "4.3.0", "try again later"))
 	id := b.dispatch(t, "accounts.password_reset")
-	b.waitReceipt(id, receipts.ReceiptSent, 10*time.Second)
+	b.waitReceipt(id, ledger.ReceiptSent, 10*time.Second)
 	b.waitIdle()
 	if logs := b.logs.String(); strings.Contains(logs, `"level":"error"`) {
 		t.Fatalf("an ordinary retry logged at error level:\n%s", logs)
@@ -317,10 +317,10 @@ func TestPanicsAreBoundedAndRedacted(t *testing.T) {
 			var lastError string
 			var attempt int
 			if where == "subject" {
-				r := b.waitReceipt(id, receipts.ReceiptFailed, 20*time.Second)
+				r := b.waitReceipt(id, ledger.ReceiptFailed, 20*time.Second)
 				lastError, attempt = r.LastError, r.Attempt
 			} else {
-				d := b.waitDispatch(id, receipts.DispatchFailed, 20*time.Second)
+				d := b.waitDispatch(id, ledger.DispatchFailed, 20*time.Second)
 				lastError, attempt = d.LastError, d.Attempt
 			}
 			if attempt > 2 || !strings.Contains(lastError, "panic") {
@@ -346,7 +346,7 @@ func TestReclaimsAreBounded(t *testing.T) {
 	b.fanOutNow(t, id)
 	r := b.receipts(id)[0]
 	for range 2 { // two attempts that died mid-send
-		if _, out, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil || out != receipts.Claimed {
+		if _, out, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil || out != ledger.Claimed {
 			t.Fatalf("claim: %v %v", out, err)
 		}
 		if err := b.store.ExpireLeaseForTest(ctx, r.ID); err != nil {
@@ -354,7 +354,7 @@ func TestReclaimsAreBounded(t *testing.T) {
 		}
 	}
 	b.start()
-	got := b.waitReceipt(id, receipts.ReceiptFailed, 10*time.Second)
+	got := b.waitReceipt(id, ledger.ReceiptFailed, 10*time.Second)
 	if got.Attempt != 3 || !got.InDoubt || !strings.Contains(got.LastError, "gave up after 2 attempts") {
 		t.Fatalf("attempt %d in_doubt %v %q", got.Attempt, got.InDoubt, got.LastError)
 	}
@@ -371,7 +371,7 @@ func TestFanOutReclaimsAreBounded(t *testing.T) {
 	ctx := t.Context()
 	id := b.dispatchTx(t, "42")
 	for range 2 { // two fan-outs that died
-		if _, out, err := b.store.ClaimDispatch(ctx, id, time.Minute); err != nil || out != receipts.Claimed {
+		if _, out, err := b.store.ClaimDispatch(ctx, id, time.Minute); err != nil || out != ledger.Claimed {
 			t.Fatalf("claim: %v %v", out, err)
 		}
 		if _, err := b.pool.Exec(ctx, `UPDATE herald.dispatches SET lease_until = now() - interval '1 second' WHERE id = $1`, id); err != nil {
@@ -379,7 +379,7 @@ func TestFanOutReclaimsAreBounded(t *testing.T) {
 		}
 	}
 	b.start()
-	d := b.waitDispatch(id, receipts.DispatchFailed, 10*time.Second)
+	d := b.waitDispatch(id, ledger.DispatchFailed, 10*time.Second)
 	if d.Attempt != 3 || !strings.Contains(d.LastError, "gave up after 2 fan-out attempts") {
 		t.Fatalf("attempt %d %q", d.Attempt, d.LastError)
 	}
@@ -435,7 +435,7 @@ func TestRefusedDataOnFirstSightIsRecorded(t *testing.T) {
 		asynq.TaskID(tasks.DispatchTaskID(id, 0))); err != nil {
 		t.Fatal(err)
 	}
-	var rejected []receipts.RejectedTask
+	var rejected []ledger.RejectedTask
 	waitFor(t, 10*time.Second, "a rejected-task record", func() bool {
 		rejected, _ = b.store.ListRejectedTasks(context.Background(), 10)
 		return len(rejected) == 1

@@ -8,8 +8,8 @@ import (
 	"fmt"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/seal"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // errNoLoader is returned when no loader is registered for a reference's resource.
@@ -32,7 +32,7 @@ func secretErr(what, name string, err error) error {
 // buildDispatch turns a dispatch row into the events.Dispatch handlers see: variables decoded
 // (numbers exact), producer and minted secrets unsealed as events.Secret, references hydrated.
 // It returns the secret values too, for redaction.
-func (w *Worker) buildDispatch(ctx context.Context, row *receipts.Dispatch) (*events.Dispatch, redactor, error) {
+func (w *Worker) buildDispatch(ctx context.Context, row *ledger.DispatchRow) (*events.Dispatch, redactor, error) {
 	d := &events.Dispatch{ID: row.ID, EventID: row.EventID, Refs: row.Refs, Actor: row.Actor,
 		AcceptedAt: row.AcceptedAt, Mode: events.ModeSend, Vars: map[string]any{}, Data: map[string]any{}}
 	if len(row.Vars) > 0 {
@@ -87,8 +87,8 @@ func (w *Worker) buildDispatch(ctx context.Context, row *receipts.Dispatch) (*ev
 }
 
 // sealMinted seals SendVariables' output for storage: secrets sealed, the rest as JSON.
-func (w *Worker) sealMinted(dispatchID string, vars map[string]any) (map[string]receipts.Minted, redactor, error) {
-	out := make(map[string]receipts.Minted, len(vars))
+func (w *Worker) sealMinted(dispatchID string, vars map[string]any) (map[string]ledger.Minted, redactor, error) {
+	out := make(map[string]ledger.Minted, len(vars))
 	var red redactor
 	for name, v := range vars {
 		if s, ok := v.(events.Secret); ok {
@@ -96,7 +96,7 @@ func (w *Worker) sealMinted(dispatchID string, vars map[string]any) (map[string]
 			if err != nil {
 				return nil, nil, err
 			}
-			out[name] = receipts.Minted{Sealed: sealed}
+			out[name] = ledger.Minted{Sealed: sealed}
 			red = append(red, s.Reveal())
 			continue
 		}
@@ -104,14 +104,14 @@ func (w *Worker) sealMinted(dispatchID string, vars map[string]any) (map[string]
 		if err != nil {
 			return nil, nil, fmt.Errorf("send variable %q: %w", name, err)
 		}
-		out[name] = receipts.Minted{Value: b}
+		out[name] = ledger.Minted{Value: b}
 	}
 	return out, red, nil
 }
 
 // redactorOf unseals a dispatch's secrets only to hide them: for a panic that struck before the
 // fan-out or delivery had its own redactor (in a loader, say). Errors leave values out.
-func (w *Worker) redactorOf(row *receipts.Dispatch) redactor {
+func (w *Worker) redactorOf(row *ledger.DispatchRow) redactor {
 	var red redactor
 	if row == nil {
 		return nil

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -85,7 +85,7 @@ func TestLargeFanOutInChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := b.waitDispatch(id, receipts.DispatchFannedOut, 60*time.Second)
+	d := b.waitDispatch(id, ledger.DispatchFannedOut, 60*time.Second)
 	if n := b.countReceipts(id); n != ev.n {
 		t.Fatalf("%d receipts for %d recipients", n, ev.n)
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/heraldhq/herald/internal/faultproxy"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -51,7 +51,7 @@ func TestConfirmedSendOutlivesPostgresOutage(t *testing.T) {
 	b.smtp.WaitFor(t, 1, 10*time.Second)
 	time.Sleep(6 * time.Second) // the outage lasts 6s: the old recorder gave up after ~3s
 	proxy.SetMode(faultproxy.Pass)
-	r := b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+	r := b.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 	if r.Attempt != 1 || r.InDoubt {
 		t.Fatalf("attempt %d in_doubt %v: want the first attempt's send recorded", r.Attempt, r.InDoubt)
 	}
@@ -79,7 +79,7 @@ func TestOutageLongerThanTheLease(t *testing.T) {
 	b.smtp.WaitFor(t, 1, 10*time.Second)
 	time.Sleep(5 * time.Second) // longer than the 3s lease
 	proxy.SetMode(faultproxy.Pass)
-	r := b.waitReceipt(id, receipts.ReceiptSent, 20*time.Second)
+	r := b.waitReceipt(id, ledger.ReceiptSent, 20*time.Second)
 	b.waitIdle()
 	msgs := b.smtp.Messages()
 	if len(msgs) > 1 {
@@ -133,7 +133,7 @@ func TestWaitingForPostgresUsesNoRetries(t *testing.T) {
 		t.Fatalf("state %v, retried %d: waiting for PostgreSQL used up retries", info.State, info.Retried)
 	}
 	proxy.SetMode(faultproxy.Pass)
-	b.waitReceipt(id, receipts.ReceiptSent, 40*time.Second)
+	b.waitReceipt(id, ledger.ReceiptSent, 40*time.Second)
 	if n := len(b.smtp.Messages()); n != 1 {
 		t.Fatalf("%d emails", n)
 	}
@@ -166,7 +166,7 @@ func TestRedisOutageLosesNothing(t *testing.T) {
 		ids = append(ids, b.dispatchTx(t, "42"))
 	}
 	for _, id := range ids {
-		b.waitReceipt(id, receipts.ReceiptSent, 60*time.Second)
+		b.waitReceipt(id, ledger.ReceiptSent, 60*time.Second)
 	}
 	b.waitIdle()
 	if n := len(b.smtp.Messages()); n != len(ids) {
@@ -188,7 +188,7 @@ func TestSMTPFaultsThroughTheEngine(t *testing.T) {
 		"slower than the send timeout": {
 			before: func(b *bundle) { b.smtp.SetDelay(3 * time.Second) },
 			after: func(b *bundle, id string) { // the relay recovers once the first attempt timed out
-				b.waitReceipt(id, receipts.ReceiptRetrying, 10*time.Second)
+				b.waitReceipt(id, ledger.ReceiptRetrying, 10*time.Second)
 				b.smtp.SetDelay(0)
 			},
 		},
@@ -204,7 +204,7 @@ func TestSMTPFaultsThroughTheEngine(t *testing.T) {
 			if f.after != nil {
 				f.after(b, id)
 			}
-			r := b.waitReceipt(id, receipts.ReceiptSent, 20*time.Second)
+			r := b.waitReceipt(id, ledger.ReceiptSent, 20*time.Second)
 			b.waitIdle()
 			if r.Attempt < 2 || !r.InDoubt {
 				t.Fatalf("attempt %d in_doubt %v: want a retry flagged in doubt", r.Attempt, r.InDoubt)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -68,6 +68,6 @@ func TestOutboxNotify(t *testing.T) {
 	}
 
 	b.start() // the promoter's tick (100ms here) picks both up
-	b.waitReceipt(loud, receipts.ReceiptSent, 10*time.Second)
-	b.waitReceipt(silent, receipts.ReceiptSent, 10*time.Second)
+	b.waitReceipt(loud, ledger.ReceiptSent, 10*time.Second)
+	b.waitReceipt(silent, ledger.ReceiptSent, 10*time.Second)
 }

@@ -21,7 +21,7 @@ import (
 //     tasks, development mailbox messages).
 //
 // A tick costs what its due work costs, however much work waits in the future (DESIGN.md
-// invariant 10; the statements are in receipts/maintenance.go and receipts/retention.go).
+// invariant 10; the statements are in internal/ledger/maintenance.go and internal/ledger/retention.go).
 // DispatchTx notifies the outbox channel with its queue when its transaction commits; the
 // promoter of that queue listens and runs at once instead of waiting for its next tick.
 func (w *Worker) RunPromoter(ctx context.Context) {
@@ -167,7 +167,7 @@ func (w *Worker) Sweep(ctx context.Context) {
 // first: a dispatch goes once its last receipt has gone; one whose receipts are kept is pushed
 // forward, to be looked at again when they can have gone), rejected tasks past
 // RejectedRetention and development mailbox messages past MailboxRetention. Rows that are not
-// final are never deleted (receipts/retention.go).
+// final are never deleted (internal/ledger/retention.go).
 func (w *Worker) deleteExpired(ctx context.Context) {
 	q, cfg := w.cfg.Queue, w.cfg
 	only := func(n int64, err error) (int64, int64, error) { return n, 0, err }

@@ -8,8 +8,8 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -31,7 +31,7 @@ func TestPromoterRecreatesTasksAfterRedisFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := b.waitReceipt(id, receipts.ReceiptScheduled, 5*time.Second)
+	r := b.waitReceipt(id, ledger.ReceiptScheduled, 5*time.Second)
 	// The scheduled deliver task is in Redis; lose everything.
 	if err := rc.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -46,8 +46,8 @@ func TestPromoterRecreatesTasksAfterRedisFlush(t *testing.T) {
 	if err := rc.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	b.waitReceipt(id, receipts.ReceiptSent, 3*time.Second+2*time.Second+5*time.Second)
-	b.waitReceipt(res.ID, receipts.ReceiptSent, 15*time.Second)
+	b.waitReceipt(id, ledger.ReceiptSent, 3*time.Second+2*time.Second+5*time.Second)
+	b.waitReceipt(res.ID, ledger.ReceiptSent, 15*time.Second)
 	if n := len(b.smtp.Messages()); n != 2 {
 		t.Fatalf("%d emails, want 2", n)
 	}
@@ -76,7 +76,7 @@ func TestOutboxWakesPromoter(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b.waitReceipt(res.ID, receipts.ReceiptSent, 10*time.Second) // the tick is a minute away
+	b.waitReceipt(res.ID, ledger.ReceiptSent, 10*time.Second) // the tick is a minute away
 }
 
 // TestTwoWorkersShareTheLoad: two workers (each with its promoter) on one queue and database
@@ -157,5 +157,5 @@ func TestPromoterRecoversWorkHeldByADeadTask(t *testing.T) {
 		t.Fatal("the rogue never took the task")
 	}
 	b.start()
-	b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+	b.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/examples"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -80,12 +80,12 @@ func TestFleetsKeepTheirOwnWork(t *testing.T) {
 	want[redisB] = cfgB.Queue
 
 	for id, queue := range want {
-		r := a.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+		r := a.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 		d, err := a.store.GetDispatch(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Status != receipts.DispatchFannedOut || d.Attempt != 1 || d.LastError != "" {
+		if d.Status != ledger.DispatchFannedOut || d.Attempt != 1 || d.LastError != "" {
 			t.Errorf("dispatch %s (%s): %s attempt %d %q, want fanned_out at the first attempt", id, d.EventID, d.Status, d.Attempt, d.LastError)
 		}
 		if r.Attempt != 1 {
@@ -119,7 +119,7 @@ func TestLegacyRowsStayRoutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.start()
-	r := b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+	r := b.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 	if d, _ := b.store.GetDispatch(context.Background(), id); d.Queue != "" || r.Queue != b.queue {
 		t.Fatalf("legacy dispatch queue %q (want ''), its receipt %q (want the fleet that fanned it out, %q)", d.Queue, r.Queue, b.queue)
 	}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 )
 
 // recordRetry is the pause between tries of a final update while PostgreSQL is unreachable.
@@ -25,7 +25,7 @@ func (w *Worker) record(ctx context.Context, update func(context.Context) error)
 		uctx, cancel := context.WithTimeout(base, 5*time.Second)
 		err = update(uctx)
 		cancel()
-		if err == nil || errors.Is(err, receipts.ErrTransition) {
+		if err == nil || errors.Is(err, ledger.ErrTransition) {
 			if !warned.IsZero() {
 				w.log.Info().Dur("waited", time.Since(started)).Msg("PostgreSQL answers again; the held outcome is recorded")
 			}

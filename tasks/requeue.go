@@ -9,7 +9,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 )
 
 // A task whose payload has a newer major version than this worker understands belongs to a
@@ -136,13 +136,13 @@ func (e *NoPayloadError) Error() string {
 // its task type on the queue it was rejected from (the client's queue if none was recorded), with
 // the client's retries and timeout, under a new task id; the row is deleted only once the task is
 // enqueued. A row that kept no payload is a *NoPayloadError; a missing one wraps
-// receipts.ErrNotFound. It needs both ClientConfig.Redis and ClientConfig.DB.
+// ledger.ErrNotFound. It needs both ClientConfig.Redis and ClientConfig.DB.
 func (c *Client) RequeueRejected(ctx context.Context, id int64) (string, error) {
 	if c.client == nil || c.cfg.DB == nil {
 		return "", errors.New("herald client: RequeueRejected needs Redis and PostgreSQL (ClientConfig.Redis and ClientConfig.DB)")
 	}
 	var taskID string
-	err := receipts.New(c.cfg.DB).TakeRejectedPayload(ctx, id, func(rt receipts.RejectedTask, payload []byte) error {
+	err := ledger.New(c.cfg.DB).TakeRejectedPayload(ctx, id, func(rt ledger.RejectedTask, payload []byte) error {
 		if rt.TaskType != TypeDispatch && rt.TaskType != TypeDeliver {
 			return fmt.Errorf("rejected task %d has task type %q, which Herald does not enqueue", id, rt.TaskType)
 		}
@@ -158,7 +158,7 @@ func (c *Client) RequeueRejected(ctx context.Context, id int64) (string, error) 
 		}
 		return nil
 	})
-	if errors.Is(err, receipts.ErrNoPayload) {
+	if errors.Is(err, ledger.ErrNoPayload) {
 		return "", &NoPayloadError{ID: id}
 	}
 	if err != nil {
@@ -169,7 +169,7 @@ func (c *Client) RequeueRejected(ctx context.Context, id int64) (string, error) 
 
 // requeuedTaskID names the task that requeues rejected task rt: its old id, for whoever follows
 // it in logs, and the row's id, which is never reused (so the id is new to asynq).
-func requeuedTaskID(rt receipts.RejectedTask) string {
+func requeuedTaskID(rt ledger.RejectedTask) string {
 	if rt.TaskID == "" {
 		return "requeued:" + strconv.FormatInt(rt.ID, 10)
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -40,11 +40,11 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 	b.start()
 
 	once, reminder := b.dispatch(t, "test.once"), b.dispatch(t, "test.reminder")
-	onceReceipt := b.waitReceipt(once, receipts.ReceiptSent, 15*time.Second)
-	sent := b.waitReceipt(reminder, receipts.ReceiptSent, 15*time.Second)
-	later := b.waitReceipt(reminder, receipts.ReceiptScheduled, 5*time.Second)
-	b.waitDispatch(once, receipts.DispatchFannedOut, 5*time.Second)
-	b.waitDispatch(reminder, receipts.DispatchFannedOut, 5*time.Second)
+	onceReceipt := b.waitReceipt(once, ledger.ReceiptSent, 15*time.Second)
+	sent := b.waitReceipt(reminder, ledger.ReceiptSent, 15*time.Second)
+	later := b.waitReceipt(reminder, ledger.ReceiptScheduled, 5*time.Second)
+	b.waitDispatch(once, ledger.DispatchFannedOut, 5*time.Second)
+	b.waitDispatch(reminder, ledger.DispatchFannedOut, 5*time.Second)
 
 	// Three days pass for this test's rows. Rejected tasks and mail: old and new ones, another
 	// queue's old one, and enough old ones to take several batches.
@@ -65,7 +65,7 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 		SELECT 'herald:deliver', 'bulk-' || i, $1, 'missing row' FROM generate_series(1, 2500) i`, b.queue)
 	exec(`UPDATE herald.rejected_tasks SET created_at = now() - interval '3 days' WHERE task_id <> 'new'`)
 	for _, m := range []string{"old", "new"} {
-		if _, err := b.store.InsertMail(ctx, receipts.Mail{MessageID: m, From: "a@example.net", To: "b@example.net"}); err != nil {
+		if _, err := b.store.InsertMail(ctx, ledger.Mail{MessageID: m, From: "a@example.net", To: "b@example.net"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -73,14 +73,14 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 
 	b.worker.Sweep(ctx)
 
-	if _, err := b.store.GetDispatch(ctx, once); !errors.Is(err, receipts.ErrNotFound) {
+	if _, err := b.store.GetDispatch(ctx, once); !errors.Is(err, ledger.ErrNotFound) {
 		t.Errorf("delivered dispatch past the retention: %v, want it deleted", err)
 	}
-	if st, err := b.store.Status(ctx, receipts.KindDispatch, reminder); err != nil || st != receipts.DispatchFannedOut {
+	if st, err := b.store.Status(ctx, ledger.KindDispatch, reminder); err != nil || st != ledger.DispatchFannedOut {
 		t.Errorf("dispatch with a delivery still scheduled: %s %v, want it kept", st, err)
 	}
 	for id, keep := range map[string]bool{onceReceipt.ID: false, sent.ID: false, later.ID: true} {
-		_, err := b.store.Status(ctx, receipts.KindReceipt, id)
+		_, err := b.store.Status(ctx, ledger.KindReceipt, id)
 		if kept := err == nil; kept != keep {
 			t.Errorf("receipt %s: kept %v (%v), want %v", id, kept, err, keep)
 		}
@@ -110,7 +110,7 @@ func TestSweepDeletesExpiredRows(t *testing.T) {
 	if got := countersBy(t, reg, "herald_retention_deleted_total", "table"); !maps.Equal(got, want) {
 		t.Errorf("herald_retention_deleted_total after a second sweep: %v, want %v", got, want)
 	}
-	if st, err := b.store.Status(ctx, receipts.KindReceipt, later.ID); err != nil || st != receipts.ReceiptScheduled {
+	if st, err := b.store.Status(ctx, ledger.KindReceipt, later.ID); err != nil || st != ledger.ReceiptScheduled {
 		t.Errorf("scheduled delivery after a second sweep: %s %v", st, err)
 	}
 }
@@ -171,7 +171,7 @@ func TestRetentionKeepsATombstoneWhoseTaskStillWaits(t *testing.T) {
 	// The queue is backed up for 3 hours (workers down, a deploy stuck, …).
 	exec(`UPDATE herald.dispatches SET updated_at = now() - interval '3 hours' WHERE id = $1`)
 	b.worker.Sweep(ctx)
-	if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+	if st := b.dispatchStatus(id); st != ledger.DispatchCanceled {
 		t.Fatalf("after the sweep the canceled dispatch's tombstone is %q (gone): its waiting task will send", st)
 	}
 	b.start()
@@ -183,16 +183,16 @@ func TestRetentionKeepsATombstoneWhoseTaskStillWaits(t *testing.T) {
 	if rs := b.receipts(id); len(rs) != 0 {
 		t.Errorf("the canceled dispatch has %d deliveries, want none", len(rs))
 	}
-	if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+	if st := b.dispatchStatus(id); st != ledger.DispatchCanceled {
 		t.Fatalf("the tombstone its task met is %q, want canceled", st)
 	}
 	b.worker.Sweep(ctx) // met a moment ago: kept for the retention
-	if st := b.dispatchStatus(id); st != receipts.DispatchCanceled {
+	if st := b.dispatchStatus(id); st != ledger.DispatchCanceled {
 		t.Fatalf("a tombstone met a moment ago is %q after a sweep, want kept for the retention", st)
 	}
 	exec(`UPDATE herald.dispatches SET retention_from = now() - interval '3 hours' WHERE id = $1`)
 	b.worker.Sweep(ctx)
-	if _, err := b.store.GetDispatch(ctx, id); !errors.Is(err, receipts.ErrNotFound) {
+	if _, err := b.store.GetDispatch(ctx, id); !errors.Is(err, ledger.ErrNotFound) {
 		t.Errorf("a tombstone met longer than the retention ago: %v, want it deleted", err)
 	}
 }
@@ -230,7 +230,7 @@ func TestRetentionMustExceedNewerPayloadFor(t *testing.T) {
 // TestSweepKeepsGoingPastPushedDispatches: a sweep batch of dispatches past the retention whose
 // receipts are kept pushes them forward (to when their reminders are due) and counts them as work
 // done, so the sweep takes the next batch and deletes the deletable dispatches behind them (that
-// the next sweeps do not read them again, receipts.TestDeleteExpiredDispatchesCostWithFutureReminders
+// the next sweeps do not read them again, ledger.TestDeleteExpiredDispatchesCostWithFutureReminders
 // measures).
 func TestSweepKeepsGoingPastPushedDispatches(t *testing.T) {
 	t.Parallel()

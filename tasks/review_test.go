@@ -22,7 +22,7 @@ import (
 
 	"github.com/heraldhq/herald/channels"
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -39,7 +39,7 @@ func TestYieldedFanOutResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := b.waitDispatch(id, receipts.DispatchFannedOut, 30*time.Second) // 4s of work
+	d := b.waitDispatch(id, ledger.DispatchFannedOut, 30*time.Second) // 4s of work
 	if n := b.countReceipts(id); n != ev.n {
 		t.Fatalf("%d receipts for %d recipients", n, ev.n)
 	}
@@ -85,7 +85,7 @@ func TestResumeNoticesAChangedRecipientList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := b.waitDispatch(id, receipts.DispatchFannedOut, 30*time.Second)
+	d := b.waitDispatch(id, ledger.DispatchFannedOut, 30*time.Second)
 	var got []string
 	for _, r := range b.receipts(id) {
 		got = append(got, r.RecipientID)
@@ -127,7 +127,7 @@ func TestSlowStatementIsNotAnOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := b.dispatch(t, "test.plain")
-	b.waitDispatch(id, receipts.DispatchFailed, 90*time.Second)
+	b.waitDispatch(id, ledger.DispatchFailed, 90*time.Second)
 	if strings.Contains(b.logs.String(), "PostgreSQL is unreachable") {
 		t.Fatal("a slow statement was reported as PostgreSQL being unreachable")
 	}
@@ -173,7 +173,7 @@ func TestConfirmedSendWithUnstorableText(t *testing.T) {
 				c.Lease, c.TaskTimeout, c.SendTimeout, c.ShutdownTimeout = 3*time.Second, 2*time.Second, time.Second, 2*time.Second
 			})).start()
 			id := b.dispatch(t, "test.subj")
-			r := b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+			r := b.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 			b.waitIdle()
 			if n := len(s.sent()); n != 1 || r.Attempt != 1 || r.InDoubt {
 				t.Fatalf("%d sends, attempt %d, in_doubt %v: want one send recorded at once", n, r.Attempt, r.InDoubt)
@@ -193,7 +193,7 @@ func TestEscapedSecretsAreRedacted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := b.waitDispatch(id, receipts.DispatchFailed, 10*time.Second)
+	d := b.waitDispatch(id, ledger.DispatchFailed, 10*time.Second)
 	for _, form := range []string{secret, strconv.Quote(secret), `s3cr\"et`, "s3cr%22et", `s3cr\u0022et`} {
 		if strings.Contains(d.LastError, form) || strings.Contains(b.logs.String(), form) {
 			t.Fatalf("the secret (as %s) reached the record or the log: %q", form, d.LastError)
@@ -230,8 +230,8 @@ func TestForgedPayloadFieldsEndWithARecord(t *testing.T) {
 	future, forged := "0193a0c4-0000-7000-8000-0000000000f1", "0193a0c4-0000-7000-8000-0000000000f2"
 	enqueue(future, `,"accepted_at":"9999-12-31T23:59:59Z"`)
 	enqueue(forged, `,"secrets":{"tok":"notsealed"},"accepted_at":"2026-11-28T10:00:00Z"`)
-	b.waitReceipt(future, receipts.ReceiptSent, 15*time.Second)
-	d := b.waitDispatch(forged, receipts.DispatchFailed, 15*time.Second)
+	b.waitReceipt(future, ledger.ReceiptSent, 15*time.Second)
+	d := b.waitDispatch(forged, ledger.DispatchFailed, 15*time.Second)
 	if d.Attempt != 1 || !strings.Contains(d.LastError, "cannot be opened") {
 		t.Fatalf("attempt %d %q: want the first attempt to fail for good", d.Attempt, d.LastError)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -45,7 +45,7 @@ func TestScaleMillionRecipientFanOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	b.waitDispatch(id, receipts.DispatchFannedOut, 8*time.Minute)
+	b.waitDispatch(id, ledger.DispatchFannedOut, 8*time.Minute)
 	close(stop)
 	wg.Wait()
 	if n := b.countReceipts(id); n != ev.n {

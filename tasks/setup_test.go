@@ -21,8 +21,8 @@ import (
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/examples"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -36,7 +36,7 @@ const secretKeys = "test1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 type bundle struct {
 	t      testing.TB
 	pool   *pgxpool.Pool
-	store  *receipts.Store
+	store  *ledger.Store
 	queue  string
 	redis  asynq.RedisClientOpt
 	smtp   *emailtest.Server
@@ -65,7 +65,7 @@ func setup(t testing.TB, opts ...option) *bundle {
 	ctx := t.Context()
 	b := &bundle{t: t, pool: testenv.DB(t), queue: testenv.Queue(t), redis: testenv.RedisOpt(t), smtp: emailtest.Start(t),
 		reg: events.NewRegistry(), logs: &testenv.LogBuffer{}, tokens: &examples.Tokens{Key: resetKey}}
-	b.store = receipts.New(b.pool)
+	b.store = ledger.New(b.pool)
 	if err := examples.Migrate(ctx, b.pool); err != nil {
 		t.Fatal(err)
 	}
@@ -135,12 +135,12 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	testenv.WaitFor(t, timeout, what, cond)
 }
 
-func (b *bundle) dispatchStatus(id string) receipts.Status {
-	st, _ := b.store.Status(context.Background(), receipts.KindDispatch, id)
+func (b *bundle) dispatchStatus(id string) ledger.Status {
+	st, _ := b.store.Status(context.Background(), ledger.KindDispatch, id)
 	return st
 }
 
-func (b *bundle) waitDispatch(id string, want receipts.Status, timeout time.Duration) *receipts.Dispatch {
+func (b *bundle) waitDispatch(id string, want ledger.Status, timeout time.Duration) *ledger.DispatchRow {
 	b.t.Helper()
 	waitFor(b.t, timeout, "dispatch "+id+" to be "+string(want), func() bool { return b.dispatchStatus(id) == want })
 	d, err := b.store.GetDispatch(context.Background(), id)
@@ -150,7 +150,7 @@ func (b *bundle) waitDispatch(id string, want receipts.Status, timeout time.Dura
 	return d
 }
 
-func (b *bundle) receipts(dispatchID string) []*receipts.Receipt {
+func (b *bundle) receipts(dispatchID string) []*ledger.ReceiptRow {
 	b.t.Helper()
 	rs, err := b.store.ListReceipts(context.Background(), dispatchID)
 	if err != nil {
@@ -159,9 +159,9 @@ func (b *bundle) receipts(dispatchID string) []*receipts.Receipt {
 	return rs
 }
 
-func (b *bundle) waitReceipt(dispatchID string, want receipts.Status, timeout time.Duration) *receipts.Receipt {
+func (b *bundle) waitReceipt(dispatchID string, want ledger.Status, timeout time.Duration) *ledger.ReceiptRow {
 	b.t.Helper()
-	var got *receipts.Receipt
+	var got *ledger.ReceiptRow
 	waitFor(b.t, timeout, "a receipt of "+dispatchID+" to be "+string(want), func() bool {
 		for _, r := range b.receipts(dispatchID) {
 			if r.Status == want {

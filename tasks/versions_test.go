@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -141,7 +141,7 @@ func TestFutureMinorPayloadDelivered(t *testing.T) {
 			t.Fatalf("the payload was rejected: %s", rt[0].Reason)
 		}
 		for _, r := range b.receipts(fixtureDispatchID) {
-			if r.Status == receipts.ReceiptSent {
+			if r.Status == ledger.ReceiptSent {
 				return true
 			}
 		}
@@ -185,7 +185,7 @@ func TestFutureMinorDeliverPayloadDelivered(t *testing.T) {
 	m["attempt"], _ = json.Marshal(r.Attempt)
 	b.enqueueRaw(t, tasks.TypeDeliver, taskID, []byte(mustJSON(t, m)))
 	b.start()
-	b.waitReceipt(id, receipts.ReceiptSent, 15*time.Second)
+	b.waitReceipt(id, ledger.ReceiptSent, 15*time.Second)
 	b.waitIdle()
 	if n := len(b.smtp.Messages()); n != 1 {
 		t.Fatalf("%d emails, want 1", n)
@@ -250,7 +250,7 @@ func TestNewerPayloadHeldThenRequeued(t *testing.T) {
 	for typ, p := range payloads {
 		b.enqueueRaw(t, typ, "v2-"+typ, p, asynq.MaxRetry(3)) // two retries waiting, the third the spare
 	}
-	var rows []receipts.RejectedTask
+	var rows []ledger.RejectedTask
 	waitFor(t, 30*time.Second, "both v2 tasks to be held", func() bool {
 		rows, _ = b.store.ListRejectedTasks(t.Context(), 10)
 		return len(rows) == 2
@@ -319,8 +319,8 @@ func TestNewerPayloadHeldThenRequeued(t *testing.T) {
 	if rt, _ := b.store.ListRejectedTasks(t.Context(), 10); len(rt) != 0 {
 		t.Fatalf("rows left after requeue: %+v", rt)
 	}
-	if _, err := c.RequeueRejected(t.Context(), rows[0].ID); !errors.Is(err, receipts.ErrNotFound) {
-		t.Fatalf("second requeue of %d: %v, want receipts.ErrNotFound", rows[0].ID, err)
+	if _, err := c.RequeueRejected(t.Context(), rows[0].ID); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("second requeue of %d: %v, want ledger.ErrNotFound", rows[0].ID, err)
 	}
 }
 

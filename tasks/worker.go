@@ -16,8 +16,8 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/rs/zerolog"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/seal"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/templates"
 )
 
@@ -25,7 +25,7 @@ import (
 type Worker struct {
 	cfg      Config
 	log      zerolog.Logger
-	store    *receipts.Store
+	store    *ledger.Store
 	keys     *seal.Keyring
 	renderer *templates.Renderer
 	client   *asynq.Client
@@ -71,7 +71,7 @@ func NewWorker(cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg:      cfg,
 		log:      *cfg.Logger,
-		store:    receipts.New(cfg.DB),
+		store:    ledger.New(cfg.DB),
 		keys:     keys,
 		renderer: r,
 		client:   asynq.NewClient(cfg.Redis),
@@ -205,7 +205,7 @@ func (w *Worker) Close() error {
 }
 
 // Store returns the worker's receipts store.
-func (w *Worker) Store() *receipts.Store { return w.store }
+func (w *Worker) Store() *ledger.Store { return w.store }
 
 // notDueError asks asynq to run the task again when the row is due (clock skew between the
 // worker and Postgres). It is not counted as a failure.

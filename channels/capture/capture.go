@@ -9,16 +9,17 @@ import (
 	"fmt"
 
 	"github.com/heraldhq/herald/channels"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/receipts"
 )
 
 // Sender stores messages in the development mailbox.
-type Sender struct{ store *receipts.Store }
+type Sender struct{ store *ledger.Store }
 
 var _ channels.Sender = (*Sender)(nil)
 
-// New returns a Sender writing through store.
-func New(store *receipts.Store) *Sender { return &Sender{store: store} }
+// New returns a Sender writing to the mailbox table of the herald schema through db.
+func New(db receipts.Querier) *Sender { return &Sender{store: ledger.New(db)} }
 
 // Send stores m.
 func (s *Sender) Send(ctx context.Context, m channels.Message) (channels.Result, error) {
@@ -30,7 +31,7 @@ func (s *Sender) Send(ctx context.Context, m channels.Message) (channels.Result,
 	if m.FromName != "" {
 		from = fmt.Sprintf("%s <%s>", m.FromName, m.From)
 	}
-	id, err := s.store.InsertMail(ctx, receipts.Mail{ReceiptID: m.ReceiptID, MessageID: m.MessageID, From: from, To: to,
+	id, err := s.store.InsertMail(ctx, ledger.Mail{ReceiptID: m.ReceiptID, MessageID: m.MessageID, From: from, To: to,
 		Subject: m.Subject, HTML: m.HTML, Text: m.Text})
 	if err != nil {
 		return channels.Result{}, &channels.Error{Class: channels.Temporary, Err: err}

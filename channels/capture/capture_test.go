@@ -6,17 +6,18 @@ import (
 
 	"github.com/heraldhq/herald/channels/capture"
 	"github.com/heraldhq/herald/channels/channeltest"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestConformance(t *testing.T) {
 	channeltest.Run(t, func(t *testing.T) channeltest.Harness {
-		store := receipts.New(testenv.DB(t))
+		db := testenv.DB(t)
+		store := ledger.New(db)
 		return channeltest.Harness{
-			Sender: capture.New(store),
+			Sender: capture.New(db),
 			Received: func(t *testing.T) []channeltest.Delivered {
 				ms, err := store.ListMail(t.Context(), 100)
 				if err != nil {
@@ -34,8 +35,7 @@ func TestConformance(t *testing.T) {
 
 func TestCapturedFromFormat(t *testing.T) {
 	t.Parallel()
-	store := receipts.New(testenv.DB(t))
-	if !strings.Contains(capture.New(store).String(), "capture") {
+	if !strings.Contains(capture.New(testenv.DB(t)).String(), "capture") {
 		t.Fatal("String")
 	}
 }

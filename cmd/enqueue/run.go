@@ -21,7 +21,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/internal/cli"
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -158,8 +158,8 @@ type env struct {
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var r root
 	kctx, done, err := cli.Parse(&r, "enqueue", description, args, stdout, stderr, kong.Vars{
-		"dispatch_states": states(receipts.KindDispatch), "receipt_states": states(receipts.KindReceipt),
-		"max_limit": strconv.Itoa(receipts.MaxListLimit),
+		"dispatch_states": states(ledger.KindDispatch), "receipt_states": states(ledger.KindReceipt),
+		"max_limit": strconv.Itoa(ledger.MaxListLimit),
 	})
 	if done {
 		return err
@@ -223,26 +223,26 @@ func binDir() string {
 }
 
 // states lists kind's states for help texts.
-func states(kind receipts.Kind) string {
+func states(kind ledger.Kind) string {
 	var out []string
-	for _, s := range receipts.States(kind) {
+	for _, s := range ledger.States(kind) {
 		out = append(out, string(s))
 	}
 	return strings.Join(out, ", ")
 }
 
 // parseStatus checks a --status value against kind's states.
-func parseStatus(kind receipts.Kind, s string) (receipts.Status, error) {
-	if s == "" || slices.Contains(receipts.States(kind), receipts.Status(s)) {
-		return receipts.Status(s), nil
+func parseStatus(kind ledger.Kind, s string) (ledger.Status, error) {
+	if s == "" || slices.Contains(ledger.States(kind), ledger.Status(s)) {
+		return ledger.Status(s), nil
 	}
 	return "", fmt.Errorf("--status %q: not a %s state; want one of %s", s, kind, states(kind))
 }
 
 // parseLimit checks a --limit value.
 func parseLimit(n int) (int, error) {
-	if n < 1 || n > receipts.MaxListLimit {
-		return 0, fmt.Errorf("--limit %d: want 1 to %d", n, receipts.MaxListLimit)
+	if n < 1 || n > ledger.MaxListLimit {
+		return 0, fmt.Errorf("--limit %d: want 1 to %d", n, ledger.MaxListLimit)
 	}
 	return n, nil
 }
@@ -289,12 +289,12 @@ func (e *env) db(ctx context.Context) (*pgxpool.Pool, error) {
 }
 
 // store opens the database named by HERALD_DATABASE_URL; done closes it.
-func (e *env) store(ctx context.Context) (*receipts.Store, func(), error) {
+func (e *env) store(ctx context.Context) (*ledger.Store, func(), error) {
 	pool, err := e.db(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	return receipts.New(pool), pool.Close, nil
+	return ledger.New(pool), pool.Close, nil
 }
 
 func (e *env) queue() string {
@@ -435,7 +435,7 @@ type receiptView struct {
 	RecipientID string     `json:"recipient_id"`
 }
 
-func viewReceipt(r *receipts.Receipt) receiptView {
+func viewReceipt(r *ledger.ReceiptRow) receiptView {
 	return receiptView{ID: r.ID, Channel: r.ChannelKey, Transport: r.Transport, Recipient: r.Recipient.Address, Status: string(r.Status),
 		Attempt: r.Attempt, DueAt: r.DueAt, SentAt: r.SentAt, InDoubt: r.InDoubt, MessageID: r.MessageID, Subject: r.Subject,
 		LastError: r.LastError, Response: r.ProviderResponse, DispatchID: r.DispatchID, RecipientID: r.RecipientID}
@@ -453,7 +453,7 @@ type dispatchView struct {
 	DuplicateOf string     `json:"duplicate_of,omitempty"`
 }
 
-func viewDispatch(d *receipts.Dispatch) dispatchView {
+func viewDispatch(d *ledger.DispatchRow) dispatchView {
 	return dispatchView{ID: d.ID, State: string(d.Status), Event: d.EventID, Attempt: d.Attempt, AcceptedAt: &d.AcceptedAt,
 		UpdatedAt: &d.UpdatedAt, LastError: d.LastError, DuplicateOf: d.DuplicateOf}
 }
@@ -474,7 +474,7 @@ func (c *statusCmd) run(ctx context.Context, e *env) error {
 	}
 	defer done()
 	d, err := store.GetDispatch(ctx, id)
-	if errors.Is(err, receipts.ErrNotFound) {
+	if errors.Is(err, ledger.ErrNotFound) {
 		queued, qerr := e.queued(ctx, id)
 		if qerr != nil {
 			return qerr
@@ -651,11 +651,11 @@ func (c *cancelCmd) run(ctx context.Context, e *env) error {
 	// A dispatch PostgreSQL does not know yet may still wait in Redis: then a tombstone row makes
 	// its first sight cancel it. An id known to neither is an error, not a tombstone.
 	_, gerr := store.GetDispatch(ctx, id)
-	if gerr != nil && !errors.Is(gerr, receipts.ErrNotFound) {
+	if gerr != nil && !errors.Is(gerr, ledger.ErrNotFound) {
 		return gerr
 	}
 	tombstone := false
-	if errors.Is(gerr, receipts.ErrNotFound) {
+	if errors.Is(gerr, ledger.ErrNotFound) {
 		if tombstone, err = e.queued(ctx, id); err != nil {
 			return err
 		}
@@ -701,11 +701,11 @@ func (c *receiptCancelCmd) run(ctx context.Context, e *env) error {
 		return err
 	}
 	defer done()
-	if err := store.SetStatus(ctx, receipts.KindReceipt, id, receipts.ReceiptCanceled, c.Reason); err != nil {
-		if errors.Is(err, receipts.ErrTransition) {
-			st, _ := store.Status(ctx, receipts.KindReceipt, id)
+	if err := store.SetStatus(ctx, ledger.KindReceipt, id, ledger.ReceiptCanceled, c.Reason); err != nil {
+		if errors.Is(err, ledger.ErrTransition) {
+			st, _ := store.Status(ctx, ledger.KindReceipt, id)
 			if st == "" {
-				return fmt.Errorf("receipt %s: %w", id, receipts.ErrNotFound)
+				return fmt.Errorf("receipt %s: %w", id, ledger.ErrNotFound)
 			}
 			return fmt.Errorf("receipt %s is %s: only scheduled or retrying deliveries can be canceled", id, st)
 		}
@@ -717,7 +717,7 @@ func (c *receiptCancelCmd) run(ctx context.Context, e *env) error {
 }
 
 func (c *dispatchesCmd) run(ctx context.Context, e *env) error {
-	st, err := parseStatus(receipts.KindDispatch, c.Status)
+	st, err := parseStatus(ledger.KindDispatch, c.Status)
 	if err != nil {
 		return err
 	}
@@ -730,11 +730,11 @@ func (c *dispatchesCmd) run(ctx context.Context, e *env) error {
 		return err
 	}
 	defer done()
-	ds, err := store.FindDispatches(ctx, receipts.DispatchFilter{Status: st, EventID: c.Event, Limit: limit})
+	ds, err := store.FindDispatches(ctx, ledger.DispatchFilter{Status: st, EventID: c.Event, Limit: limit})
 	if err != nil {
 		return err
 	}
-	return printList(e, ds, viewDispatch, "no dispatches", func(w io.Writer, d *receipts.Dispatch) {
+	return printList(e, ds, viewDispatch, "no dispatches", func(w io.Writer, d *ledger.DispatchRow) {
 		fmt.Fprintf(w, "%s  %s  %-11s %-30s attempt %d%s\n", d.AcceptedAt.Local().Format(time.DateTime), d.ID, d.Status, d.EventID,
 			d.Attempt, reason(d.LastError))
 	})
@@ -758,7 +758,7 @@ func printList[R, V any](e *env, rows []R, view func(R) V, none string, line fun
 }
 
 func (c *receiptListCmd) run(ctx context.Context, e *env) error {
-	st, err := parseStatus(receipts.KindReceipt, c.Status)
+	st, err := parseStatus(ledger.KindReceipt, c.Status)
 	if err != nil {
 		return err
 	}
@@ -777,11 +777,11 @@ func (c *receiptListCmd) run(ctx context.Context, e *env) error {
 		return err
 	}
 	defer done()
-	rs, err := store.FindReceipts(ctx, receipts.ReceiptFilter{Status: st, DispatchID: dispatchID, Limit: limit})
+	rs, err := store.FindReceipts(ctx, ledger.ReceiptFilter{Status: st, DispatchID: dispatchID, Limit: limit})
 	if err != nil {
 		return err
 	}
-	return printList(e, rs, viewReceipt, "no receipts", func(w io.Writer, r *receipts.Receipt) {
+	return printList(e, rs, viewReceipt, "no receipts", func(w io.Writer, r *ledger.ReceiptRow) {
 		doubt := ""
 		if r.InDoubt {
 			doubt = "  (in doubt)"
@@ -901,12 +901,12 @@ func (c *eraseCmd) run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	er, err := store.EraseRecipient(ctx, receipts.EraseRequest{Who: who, Actor: c.Actor, QueuedDeleted: q.Deleted, QueuedActive: q.Active})
+	er, err := store.EraseRecipient(ctx, ledger.EraseRequest{Who: who, Actor: c.Actor, QueuedDeleted: q.Deleted, QueuedActive: q.Active})
 	if err != nil {
 		return err
 	}
 	v := struct {
-		receipts.Erasure
+		ledger.Erasure
 		Complete bool `json:"complete"`
 	}{er, er.Complete()}
 	if err := e.print(v, func(w io.Writer) { printErasure(w, er, c.Actor) }); err != nil {
@@ -924,7 +924,7 @@ func (c *eraseCmd) run(ctx context.Context, e *env) error {
 }
 
 // printErasure prints what an erasure did, table by table.
-func printErasure(w io.Writer, er receipts.Erasure, actor string) {
+func printErasure(w io.Writer, er ledger.Erasure, actor string) {
 	fmt.Fprintf(w, "erasure recorded as audit entry %d (actor %s)\n", er.AuditID, actor)
 	fmt.Fprintf(w, "  receipts        %d erased, %d canceled before sending, %d of other recipients redacted\n",
 		er.ReceiptsErased, er.ReceiptsCanceled, er.ReceiptsRedacted)

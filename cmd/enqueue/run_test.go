@@ -18,9 +18,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/examples"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/seal"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -158,7 +158,7 @@ func TestCancelAndRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	store := receipts.New(pool)
+	store := ledger.New(pool)
 	out, err := b.run(t, "dispatch", "--tx", "accounts.password_reset", "--ref", "user=users/42")
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +166,7 @@ func TestCancelAndRejected(t *testing.T) {
 	id := strings.TrimSpace(out)
 	now := time.Now()
 	for _, key := range []string{"later", "sooner"} {
-		if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: id, EventID: "accounts.password_reset",
+		if err := store.InsertReceipts(ctx, []ledger.NewReceipt{{ID: uuid.Must(uuid.NewV7()).String(), DispatchID: id, EventID: "accounts.password_reset",
 			ChannelKey: key, Transport: "email", RecipientID: "42", MaxAttempts: 3, DueAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +183,7 @@ func TestCancelAndRejected(t *testing.T) {
 	if err != nil || !strings.Contains(out, "canceled while accepted") || !strings.Contains(out, "1 delivery canceled") {
 		t.Fatalf("cancel dispatch: %v %q", err, out)
 	}
-	if st, _ := store.Status(ctx, receipts.KindDispatch, id); st != receipts.DispatchCanceled {
+	if st, _ := store.Status(ctx, ledger.KindDispatch, id); st != ledger.DispatchCanceled {
 		t.Fatalf("dispatch %s after cancel, want canceled", st)
 	}
 	// A dispatch still queued in Redis: a tombstone its first sight respects.
@@ -196,7 +196,7 @@ func TestCancelAndRejected(t *testing.T) {
 	if err != nil || !strings.Contains(out, "before any worker saw it") {
 		t.Fatalf("cancel a queued dispatch: %v %q", err, out)
 	}
-	if st, _ := store.Status(ctx, receipts.KindDispatch, queued); st != receipts.DispatchCanceled {
+	if st, _ := store.Status(ctx, ledger.KindDispatch, queued); st != ledger.DispatchCanceled {
 		t.Fatalf("tombstone status %q", st)
 	}
 	// An id known to neither store is an error, not a tombstone.
@@ -314,11 +314,11 @@ func TestJSONKeysAreSnakeCase(t *testing.T) {
 	id := strings.TrimSpace(out)
 	rid := uuid.Must(uuid.NewV7()).String()
 	now := time.Now()
-	if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: rid, DispatchID: id, EventID: "accounts.password_reset",
+	if err := store.InsertReceipts(ctx, []ledger.NewReceipt{{ID: rid, DispatchID: id, EventID: "accounts.password_reset",
 		ChannelKey: "email", Transport: "email", RecipientID: "42", MaxAttempts: 3, DueAt: now.Add(time.Hour), ExpiresAt: now.Add(2 * time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.InsertMail(ctx, receipts.Mail{ReceiptID: rid, MessageID: "<m@x>", From: "a@x", To: "b@x", Subject: "s", Text: "t", HTML: "<p>h</p>"}); err != nil {
+	if _, err := store.InsertMail(ctx, ledger.Mail{ReceiptID: rid, MessageID: "<m@x>", From: "a@x", To: "b@x", Subject: "s", Text: "t", HTML: "<p>h</p>"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.RecordRejectedTask(ctx, "herald:dispatch", "dispatch:x:0", "q", "malformed payload", []byte("{")); err != nil {
@@ -399,10 +399,10 @@ func TestListDispatchesAndReceipts(t *testing.T) {
 		t.Fatal(err, out)
 	}
 	for _, id := range ids[:2] { // the two older ones fail
-		if err := store.SetStatus(ctx, receipts.KindDispatch, id, receipts.DispatchFanningOut, ""); err != nil {
+		if err := store.SetStatus(ctx, ledger.KindDispatch, id, ledger.DispatchFanningOut, ""); err != nil {
 			t.Fatal(err)
 		}
-		if err := store.SetStatus(ctx, receipts.KindDispatch, id, receipts.DispatchFailed, "no row users/4x"); err != nil {
+		if err := store.SetStatus(ctx, ledger.KindDispatch, id, ledger.DispatchFailed, "no row users/4x"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -430,16 +430,16 @@ func TestListDispatchesAndReceipts(t *testing.T) {
 	for _, key := range []string{"a", "b", "c"} {
 		rid := uuid.Must(uuid.NewV7()).String()
 		rids = append(rids, rid)
-		if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: rid, DispatchID: ids[2], EventID: "accounts.password_reset",
+		if err := store.InsertReceipts(ctx, []ledger.NewReceipt{{ID: rid, DispatchID: ids[2], EventID: "accounts.password_reset",
 			ChannelKey: key, Transport: "email", RecipientID: "42", MaxAttempts: 3, DueAt: now, ExpiresAt: now.Add(time.Hour)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, rid := range rids[:2] {
-		if err := store.SetStatus(ctx, receipts.KindReceipt, rid, receipts.ReceiptSending, ""); err != nil {
+		if err := store.SetStatus(ctx, ledger.KindReceipt, rid, ledger.ReceiptSending, ""); err != nil {
 			t.Fatal(err)
 		}
-		if err := store.SetStatus(ctx, receipts.KindReceipt, rid, receipts.ReceiptFailed, "550 no such user"); err != nil {
+		if err := store.SetStatus(ctx, ledger.KindReceipt, rid, ledger.ReceiptFailed, "550 no such user"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -563,14 +563,14 @@ func TestEnvFileFoundFromASubfolder(t *testing.T) { // not parallel: it changes 
 	}
 }
 
-func (b *bundle) store(t *testing.T) *receipts.Store {
+func (b *bundle) store(t *testing.T) *ledger.Store {
 	t.Helper()
 	pool, err := pgxpool.New(t.Context(), b.env["HERALD_DATABASE_URL"])
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	return receipts.New(pool)
+	return ledger.New(pool)
 }
 
 // TestErase erases a recipient everywhere Herald keeps them — a delivery sent, one being sent, a
@@ -597,9 +597,9 @@ func TestErase(t *testing.T) {
 	var sent, sending string
 	for _, key := range []string{"email", "reminder"} {
 		id := uuid.Must(uuid.NewV7()).String()
-		if err := store.InsertReceipts(ctx, []receipts.NewReceipt{{ID: id, DispatchID: named, EventID: "accounts.password_reset", ChannelKey: key,
-			Transport: "email", RecipientID: "42", Recipient: receipts.Recipient{Address: strings.ToLower(addr), Name: name}, MaxAttempts: 3,
-			Status: receipts.ReceiptSending, ClaimFor: time.Minute, DueAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}}); err != nil {
+		if err := store.InsertReceipts(ctx, []ledger.NewReceipt{{ID: id, DispatchID: named, EventID: "accounts.password_reset", ChannelKey: key,
+			Transport: "email", RecipientID: "42", Recipient: ledger.Recipient{Address: strings.ToLower(addr), Name: name}, MaxAttempts: 3,
+			Status: ledger.ReceiptSending, ClaimFor: time.Minute, DueAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}}); err != nil {
 			t.Fatal(err)
 		}
 		if key == "email" {
@@ -608,11 +608,11 @@ func TestErase(t *testing.T) {
 			sending = id
 		}
 	}
-	if _, err := store.FinishReceipt(ctx, sent, 1, receipts.Outcome{Status: receipts.ReceiptSent, Subject: "Hello " + name,
+	if _, err := store.FinishReceipt(ctx, sent, 1, ledger.Outcome{Status: ledger.ReceiptSent, Subject: "Hello " + name,
 		MessageID: "<" + sent + "@x>", ProviderResponse: "250 OK"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.InsertMail(ctx, receipts.Mail{ReceiptID: sent, MessageID: "<" + sent + "@x>", From: "a@x", To: name + " <" + addr + ">",
+	if _, err := store.InsertMail(ctx, ledger.Mail{ReceiptID: sent, MessageID: "<" + sent + "@x>", From: "a@x", To: name + " <" + addr + ">",
 		Subject: "Hello " + name, Text: "t"}); err != nil {
 		t.Fatal(err)
 	}
@@ -625,14 +625,14 @@ func TestErase(t *testing.T) {
 	if strings.Contains(strings.ToLower(out+err.Error()), strings.ToLower(addr)) {
 		t.Errorf("the output repeats the address:\n%s", out)
 	}
-	if st, _ := store.Status(ctx, receipts.KindDispatch, queued); st != receipts.DispatchCanceled {
+	if st, _ := store.Status(ctx, ledger.KindDispatch, queued); st != ledger.DispatchCanceled {
 		t.Errorf("the dispatch queued in Redis: %q, want a canceled tombstone", st)
 	}
 	if queuedNow, err := (&env{getenv: func(k string) string { return b.env[k] }}).queued(ctx, queued); err != nil || queuedNow {
 		t.Errorf("the dispatch naming them is still queued in Redis: %v %v", queuedNow, err)
 	}
 	// It settles; the same erasure again finishes the job.
-	if _, err := store.FinishReceipt(ctx, sending, 1, receipts.Outcome{Status: receipts.ReceiptSent, Subject: "Hello " + name,
+	if _, err := store.FinishReceipt(ctx, sending, 1, ledger.Outcome{Status: ledger.ReceiptSent, Subject: "Hello " + name,
 		ProviderResponse: "250 OK for " + addr}); err != nil {
 		t.Fatal(err)
 	}
@@ -653,7 +653,7 @@ func TestErase(t *testing.T) {
 		}
 	}
 	r, err := store.GetReceipt(ctx, sent)
-	if err != nil || r.Status != receipts.ReceiptSent || r.MessageID != "<"+sent+"@x>" || r.SentAt == nil || r.RecipientID != "erased:"+sent {
+	if err != nil || r.Status != ledger.ReceiptSent || r.MessageID != "<"+sent+"@x>" || r.SentAt == nil || r.RecipientID != "erased:"+sent {
 		t.Errorf("the sent delivery after the erasure: %+v %v", r, err)
 	}
 	var actors string
@@ -679,14 +679,14 @@ func TestEraseRefusesAPartialAddress(t *testing.T) {
 	queued := strings.TrimSpace(out)
 	for _, partial := range []string{"@example.net", "ann" + hex + "@", "Ann <ann" + hex + "@example.net>"} {
 		out, err := b.run(t, "erase", "--recipient", partial)
-		if !errors.Is(err, receipts.ErrIncompleteAddress) || !strings.Contains(err.Error(), "complete address") {
+		if !errors.Is(err, ledger.ErrIncompleteAddress) || !strings.Contains(err.Error(), "complete address") {
 			t.Errorf("erase --recipient %q: %v\n%s", partial, err, out)
 		}
 	}
 	if queuedNow, err := (&env{getenv: func(k string) string { return b.env[k] }}).queued(ctx, queued); err != nil || !queuedNow {
 		t.Errorf("the dispatch naming someone at the domain left the queue: %v %v", queuedNow, err)
 	}
-	if st, _ := store.Status(ctx, receipts.KindDispatch, queued); st == receipts.DispatchCanceled {
+	if st, _ := store.Status(ctx, ledger.KindDispatch, queued); st == ledger.DispatchCanceled {
 		t.Errorf("the dispatch naming someone at the domain was canceled")
 	}
 	var audits int

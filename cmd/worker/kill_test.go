@@ -24,8 +24,8 @@ import (
 
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -226,7 +226,7 @@ func TestKilledWorkersLoseNothing(t *testing.T) {
 	// write to PostgreSQL (Redis path) or before its claim (outbox path: the promoter's task id is
 	// taken by the orphan) waits for asynq's recoverer: its lease of 30 s, then a pass each minute.
 	start := time.Now()
-	finalDispatch, finalReceipt := finalStates(receipts.KindDispatch), finalStates(receipts.KindReceipt)
+	finalDispatch, finalReceipt := finalStates(ledger.KindDispatch), finalStates(ledger.KindReceipt)
 	deadline := start.Add(4 * time.Minute)
 	for {
 		var d, df, r, rf int
@@ -250,10 +250,10 @@ func TestKilledWorkersLoseNothing(t *testing.T) {
 	check(t, db, ids, rec.Messages())
 }
 
-func finalStates(k receipts.Kind) []string {
+func finalStates(k ledger.Kind) []string {
 	var out []string
-	for _, s := range receipts.States(k) {
-		if receipts.Final(k, s) {
+	for _, s := range ledger.States(k) {
+		if ledger.Final(k, s) {
 			out = append(out, string(s))
 		}
 	}
@@ -308,7 +308,7 @@ func check(t *testing.T, db *pgxpool.Pool, ids []string, msgs []emailtest.Messag
 		if r.inDoubt {
 			inDoubt++
 		}
-		if r.dispatchStatus != string(receipts.DispatchFannedOut) || r.status != string(receipts.ReceiptSent) {
+		if r.dispatchStatus != string(ledger.DispatchFannedOut) || r.status != string(ledger.ReceiptSent) {
 			t.Errorf("dispatch %s (user %d) %s, receipt %s %s attempt %d in_doubt=%v last_error=%v; %d emails",
 				id, i+1, r.dispatchStatus, r.id, r.status, r.attempt, r.inDoubt, deref(r.lastError), len(got))
 			continue
@@ -356,7 +356,7 @@ func openRows(db *pgxpool.Pool) string {
 	var b strings.Builder
 	rows, err := db.Query(ctx, `SELECT 'dispatch', id::text, status, attempt, false, COALESCE(last_error, '') FROM herald.dispatches WHERE NOT status = ANY($1)
 		UNION ALL SELECT 'receipt', id::text, status, attempt, in_doubt, COALESCE(last_error, '') FROM herald.receipts WHERE NOT status = ANY($2) LIMIT 50`,
-		finalStates(receipts.KindDispatch), finalStates(receipts.KindReceipt))
+		finalStates(ledger.KindDispatch), finalStates(ledger.KindReceipt))
 	if err != nil {
 		return err.Error()
 	}

@@ -29,8 +29,8 @@ import (
 
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -43,7 +43,7 @@ const prevRelease = "b3dd515e3a8988e791fb0fb30562d050b539ad46"
 // (tern) refuses a schema_version above the migrations it knows ("current version 11 is outside
 // the valid versions of 0 to 7") and the worker exits. So, upgrading from it, an old worker that
 // restarts during the rolling deploy needs HERALD_MIGRATE=off (the CHANGELOG's upgrade note).
-// receipts.MigrateFS now leaves a newer schema alone: set this to true once prevRelease has that.
+// ledger.MigrateFS now leaves a newer schema alone: set this to true once prevRelease has that.
 const prevStartsOnNewerSchema = false
 
 // Rows loaded beside the test's own traffic, so that the migrations run on tables of a realistic
@@ -116,7 +116,7 @@ func TestRollingUpgrade(t *testing.T) {
 	load(t, db, queue)
 	nodes := relfilenodes(t, db)
 
-	known, err := fs.Glob(receipts.Migrations(), "*.sql")
+	known, err := fs.Glob(ledger.Migrations(), "*.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func waitFinal(t *testing.T, db *pgxpool.Pool, ids []string) {
 				(SELECT count(*) FROM herald.dispatches WHERE id = ANY($1::uuid[]) AND status = ANY($2)),
 				(SELECT count(*) FROM herald.receipts WHERE dispatch_id = ANY($1::uuid[])),
 				(SELECT count(*) FROM herald.receipts WHERE dispatch_id = ANY($1::uuid[]) AND status = ANY($3))`,
-			ids, finalStates(receipts.KindDispatch), finalStates(receipts.KindReceipt)).Scan(&d, &df, &r, &rf)
+			ids, finalStates(ledger.KindDispatch), finalStates(ledger.KindReceipt)).Scan(&d, &df, &r, &rf)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -510,7 +510,7 @@ func checkOneEmailEach(t *testing.T, db *pgxpool.Pool, ids []string, msgs []emai
 		receiptCount++
 		want := "<" + *receipt + "@herald.test>"
 		switch {
-		case dStatus != string(receipts.DispatchFannedOut) || *rStatus != string(receipts.ReceiptSent):
+		case dStatus != string(ledger.DispatchFannedOut) || *rStatus != string(ledger.ReceiptSent):
 			t.Errorf("dispatch %s %s, receipt %s %s: want fanned_out and sent", dispatch, dStatus, *receipt, *rStatus)
 		case *inDoubt:
 			t.Errorf("receipt %s is in doubt, but no worker was killed", *receipt)

@@ -22,7 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/heraldhq/herald/receipts"
+	"github.com/heraldhq/herald/internal/ledger"
 )
 
 func must(t testing.TB, name string) string {
@@ -176,7 +176,7 @@ func makeTemplate(ctx context.Context, t testing.TB, base string) (string, error
 		return "", err
 	}
 	defer pool.Close()
-	if err := receipts.Migrate(ctx, pool); err != nil {
+	if err := ledger.Migrate(ctx, pool); err != nil {
 		return "", err
 	}
 	return name, nil

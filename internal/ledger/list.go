@@ -1,4 +1,4 @@
-package receipts
+package ledger
 
 import (
 	"context"
@@ -64,7 +64,7 @@ func where(conds [][2]string) (string, []any) {
 //
 // The query is one ORDER BY accepted_at DESC with a LIMIT, so an index on accepted_at (or on
 // (status, accepted_at), (event_id, accepted_at)) lets PostgreSQL stop after Limit rows.
-func (s *Store) FindDispatches(ctx context.Context, f DispatchFilter) ([]*Dispatch, error) {
+func (s *Store) FindDispatches(ctx context.Context, f DispatchFilter) ([]*DispatchRow, error) {
 	limit, err := listLimit(f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list dispatches: %w", err)
@@ -76,7 +76,7 @@ func (s *Store) FindDispatches(ctx context.Context, f DispatchFilter) ([]*Dispat
 	if err != nil {
 		return nil, fmt.Errorf("list dispatches: %w", err)
 	}
-	ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Dispatch, error) { return scanDispatch(r) })
+	ds, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*DispatchRow, error) { return scanDispatch(r) })
 	if err != nil {
 		return nil, fmt.Errorf("list dispatches: %w", err)
 	}
@@ -87,7 +87,7 @@ func (s *Store) FindDispatches(ctx context.Context, f DispatchFilter) ([]*Dispat
 //
 // The query is one ORDER BY created_at DESC with a LIMIT, so an index on created_at (or on
 // (status, created_at), (dispatch_id, created_at)) lets PostgreSQL stop after Limit rows.
-func (s *Store) FindReceipts(ctx context.Context, f ReceiptFilter) ([]*Receipt, error) {
+func (s *Store) FindReceipts(ctx context.Context, f ReceiptFilter) ([]*ReceiptRow, error) {
 	limit, err := listLimit(f.Limit)
 	if err != nil {
 		return nil, fmt.Errorf("list receipts: %w", err)
@@ -99,7 +99,7 @@ func (s *Store) FindReceipts(ctx context.Context, f ReceiptFilter) ([]*Receipt, 
 	if err != nil {
 		return nil, fmt.Errorf("list receipts: %w", err)
 	}
-	rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*Receipt, error) { return scanReceipt(r) })
+	rs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*ReceiptRow, error) { return scanReceipt(r) })
 	if err != nil {
 		return nil, fmt.Errorf("list receipts: %w", err)
 	}

@@ -1,4 +1,4 @@
-package receipts_test
+package ledger_test
 
 import (
 	"context"
@@ -10,29 +10,29 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // TestFindDispatchesAndReceipts checks the filters, the newest-first order and the limits.
 func TestFindDispatchesAndReceipts(t *testing.T) {
 	t.Parallel()
 	pool := testenv.DB(t)
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	ctx := t.Context()
 	base := time.Now().Add(-time.Hour)
 	var ds []string // oldest first
 	for i, ev := range []string{"a.b", "a.b", "c.d", "a.b"} {
 		id := newID()
-		res, err := s.InsertDispatch(ctx, receipts.NewDispatch{ID: id, EventID: ev, AcceptedAt: base.Add(time.Duration(i) * time.Minute)}, time.Hour)
-		if err != nil || res.Outcome != receipts.Inserted {
+		res, err := s.InsertDispatch(ctx, ledger.NewDispatch{ID: id, EventID: ev, AcceptedAt: base.Add(time.Duration(i) * time.Minute)}, time.Hour)
+		if err != nil || res.Outcome != ledger.Inserted {
 			t.Fatalf("insert: %+v %v", res, err)
 		}
 		ds = append(ds, id)
 	}
-	fail := func(kind receipts.Kind, id string, via receipts.Status) {
+	fail := func(kind ledger.Kind, id string, via ledger.Status) {
 		t.Helper()
-		to := map[receipts.Kind]receipts.Status{receipts.KindDispatch: receipts.DispatchFailed, receipts.KindReceipt: receipts.ReceiptFailed}[kind]
+		to := map[ledger.Kind]ledger.Status{ledger.KindDispatch: ledger.DispatchFailed, ledger.KindReceipt: ledger.ReceiptFailed}[kind]
 		if err := s.SetStatus(ctx, kind, id, via, ""); err != nil {
 			t.Fatal(err)
 		}
@@ -40,25 +40,25 @@ func TestFindDispatchesAndReceipts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fail(receipts.KindDispatch, ds[0], receipts.DispatchFanningOut)
-	fail(receipts.KindDispatch, ds[2], receipts.DispatchFanningOut)
+	fail(ledger.KindDispatch, ds[0], ledger.DispatchFanningOut)
+	fail(ledger.KindDispatch, ds[2], ledger.DispatchFanningOut)
 
 	var rs []string // oldest first: created one by one
 	for _, key := range []string{"x", "y", "z"} {
 		id := newID()
 		due := time.Now()
-		if err := s.InsertReceipts(ctx, []receipts.NewReceipt{{ID: id, DispatchID: ds[3], EventID: "a.b", ChannelKey: key, Transport: "email",
+		if err := s.InsertReceipts(ctx, []ledger.NewReceipt{{ID: id, DispatchID: ds[3], EventID: "a.b", ChannelKey: key, Transport: "email",
 			RecipientID: "1", MaxAttempts: 3, DueAt: due, ExpiresAt: due.Add(time.Hour)}}); err != nil {
 			t.Fatal(err)
 		}
 		rs = append(rs, id)
 	}
 	other := insertReceipt(t, s, ds[1], time.Now())
-	fail(receipts.KindReceipt, rs[0], receipts.ReceiptSending)
-	fail(receipts.KindReceipt, rs[2], receipts.ReceiptSending)
-	fail(receipts.KindReceipt, other, receipts.ReceiptSending)
+	fail(ledger.KindReceipt, rs[0], ledger.ReceiptSending)
+	fail(ledger.KindReceipt, rs[2], ledger.ReceiptSending)
+	fail(ledger.KindReceipt, other, ledger.ReceiptSending)
 
-	dispatchIDs := func(f receipts.DispatchFilter) []string {
+	dispatchIDs := func(f ledger.DispatchFilter) []string {
 		t.Helper()
 		got, err := s.FindDispatches(ctx, f)
 		if err != nil {
@@ -70,7 +70,7 @@ func TestFindDispatchesAndReceipts(t *testing.T) {
 		}
 		return ids
 	}
-	receiptIDs := func(f receipts.ReceiptFilter) []string {
+	receiptIDs := func(f ledger.ReceiptFilter) []string {
 		t.Helper()
 		got, err := s.FindReceipts(ctx, f)
 		if err != nil {
@@ -83,39 +83,39 @@ func TestFindDispatchesAndReceipts(t *testing.T) {
 		return ids
 	}
 	for _, tc := range []struct {
-		f    receipts.DispatchFilter
+		f    ledger.DispatchFilter
 		want []string
 	}{
-		{receipts.DispatchFilter{}, []string{ds[3], ds[2], ds[1], ds[0]}},
-		{receipts.DispatchFilter{Status: receipts.DispatchFailed}, []string{ds[2], ds[0]}},
-		{receipts.DispatchFilter{EventID: "a.b"}, []string{ds[3], ds[1], ds[0]}},
-		{receipts.DispatchFilter{EventID: "a.b", Status: receipts.DispatchFailed}, []string{ds[0]}},
-		{receipts.DispatchFilter{EventID: "a.b", Limit: 2}, []string{ds[3], ds[1]}},
-		{receipts.DispatchFilter{Status: receipts.DispatchCanceled}, nil},
+		{ledger.DispatchFilter{}, []string{ds[3], ds[2], ds[1], ds[0]}},
+		{ledger.DispatchFilter{Status: ledger.DispatchFailed}, []string{ds[2], ds[0]}},
+		{ledger.DispatchFilter{EventID: "a.b"}, []string{ds[3], ds[1], ds[0]}},
+		{ledger.DispatchFilter{EventID: "a.b", Status: ledger.DispatchFailed}, []string{ds[0]}},
+		{ledger.DispatchFilter{EventID: "a.b", Limit: 2}, []string{ds[3], ds[1]}},
+		{ledger.DispatchFilter{Status: ledger.DispatchCanceled}, nil},
 	} {
 		if got := dispatchIDs(tc.f); !slices.Equal(got, tc.want) {
 			t.Errorf("FindDispatches(%+v) = %v, want %v", tc.f, got, tc.want)
 		}
 	}
 	for _, tc := range []struct {
-		f    receipts.ReceiptFilter
+		f    ledger.ReceiptFilter
 		want []string
 	}{
-		{receipts.ReceiptFilter{DispatchID: ds[3]}, []string{rs[2], rs[1], rs[0]}},
-		{receipts.ReceiptFilter{Status: receipts.ReceiptFailed}, []string{other, rs[2], rs[0]}},
-		{receipts.ReceiptFilter{Status: receipts.ReceiptFailed, DispatchID: ds[3]}, []string{rs[2], rs[0]}},
-		{receipts.ReceiptFilter{Limit: 1}, []string{other}},
-		{receipts.ReceiptFilter{Status: receipts.ReceiptSent}, nil},
+		{ledger.ReceiptFilter{DispatchID: ds[3]}, []string{rs[2], rs[1], rs[0]}},
+		{ledger.ReceiptFilter{Status: ledger.ReceiptFailed}, []string{other, rs[2], rs[0]}},
+		{ledger.ReceiptFilter{Status: ledger.ReceiptFailed, DispatchID: ds[3]}, []string{rs[2], rs[0]}},
+		{ledger.ReceiptFilter{Limit: 1}, []string{other}},
+		{ledger.ReceiptFilter{Status: ledger.ReceiptSent}, nil},
 	} {
 		if got := receiptIDs(tc.f); !slices.Equal(got, tc.want) {
 			t.Errorf("FindReceipts(%+v) = %v, want %v", tc.f, got, tc.want)
 		}
 	}
-	for _, n := range []int{-1, receipts.MaxListLimit + 1} {
-		if _, err := s.FindDispatches(ctx, receipts.DispatchFilter{Limit: n}); err == nil {
+	for _, n := range []int{-1, ledger.MaxListLimit + 1} {
+		if _, err := s.FindDispatches(ctx, ledger.DispatchFilter{Limit: n}); err == nil {
 			t.Errorf("FindDispatches limit %d: no error", n)
 		}
-		if _, err := s.FindReceipts(ctx, receipts.ReceiptFilter{Limit: n}); err == nil {
+		if _, err := s.FindReceipts(ctx, ledger.ReceiptFilter{Limit: n}); err == nil {
 			t.Errorf("FindReceipts limit %d: no error", n)
 		}
 	}
@@ -123,7 +123,7 @@ func TestFindDispatchesAndReceipts(t *testing.T) {
 
 // recorder is a Querier that remembers the last query it ran, for EXPLAIN.
 type recorder struct {
-	receipts.Querier
+	ledger.Querier
 	sql  string
 	args []any
 }
@@ -157,19 +157,19 @@ func TestFindQueriesStopAtTheLimit(t *testing.T) {
 		}
 	}
 	rec := &recorder{Querier: pool}
-	s := receipts.New(rec)
+	s := ledger.New(rec)
 	for _, tc := range []struct {
 		name string
 		run  func() error
 	}{
-		{"dispatches", func() error { _, err := s.FindDispatches(ctx, receipts.DispatchFilter{}); return err }},
+		{"dispatches", func() error { _, err := s.FindDispatches(ctx, ledger.DispatchFilter{}); return err }},
 		{"failed dispatches", func() error {
-			_, err := s.FindDispatches(ctx, receipts.DispatchFilter{Status: receipts.DispatchFailed})
+			_, err := s.FindDispatches(ctx, ledger.DispatchFilter{Status: ledger.DispatchFailed})
 			return err
 		}},
-		{"receipts", func() error { _, err := s.FindReceipts(ctx, receipts.ReceiptFilter{}); return err }},
+		{"receipts", func() error { _, err := s.FindReceipts(ctx, ledger.ReceiptFilter{}); return err }},
 		{"failed receipts", func() error {
-			_, err := s.FindReceipts(ctx, receipts.ReceiptFilter{Status: receipts.ReceiptFailed})
+			_, err := s.FindReceipts(ctx, ledger.ReceiptFilter{Status: ledger.ReceiptFailed})
 			return err
 		}},
 	} {

@@ -1,12 +1,12 @@
-package receipts_test
+package ledger_test
 
 import (
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // TestParallelPromotersTakeEachRowOnce: promoters of one queue running at once, each taking small
@@ -32,12 +32,12 @@ func TestParallelPromotersTakeEachRowOnce(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		table string
-		due   func(*receipts.Store) ([]receipts.DueTask, error)
+		due   func(*ledger.Store) ([]ledger.DueTask, error)
 	}{
-		{"dispatches", func(s *receipts.Store) ([]receipts.DueTask, error) {
+		{"dispatches", func(s *ledger.Store) ([]ledger.DueTask, error) {
 			return s.DueDispatches(ctx, "mine", time.Minute, time.Hour, 37)
 		}},
-		{"receipts", func(s *receipts.Store) ([]receipts.DueTask, error) {
+		{"receipts", func(s *ledger.Store) ([]ledger.DueTask, error) {
 			return s.DueReceipts(ctx, "mine", time.Minute, time.Hour, 37)
 		}},
 	} {
@@ -50,7 +50,7 @@ func TestParallelPromotersTakeEachRowOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 4 {
 			wg.Go(func() {
-				s := receipts.New(pool)
+				s := ledger.New(pool)
 				for {
 					ds, err := tc.due(s)
 					if err != nil {

@@ -1,4 +1,4 @@
-package receipts_test
+package ledger_test
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // maxTickBuffers bounds the shared buffers (hit + read) one statement of the background work may
@@ -47,37 +47,37 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 	)
 	work := []struct {
 		name  string
-		run   func(*receipts.Store) error
+		run   func(*ledger.Store) error
 		index string // when set, the index the statement's range scan must use (migrations 009 and 011)
 	}{
-		{"DueDispatches", func(s *receipts.Store) error {
+		{"DueDispatches", func(s *ledger.Store) error {
 			_, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
 			return err
 		}, ""},
-		{"DueReceipts", func(s *receipts.Store) error {
+		{"DueReceipts", func(s *ledger.Store) error {
 			_, err := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch)
 			return err
 		}, ""},
-		{"ScrubSecrets", func(s *receipts.Store) error { _, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch); return err }, ""},
-		{"ReleaseIdempotencyKeys", func(s *receipts.Store) error {
+		{"ScrubSecrets", func(s *ledger.Store) error { _, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch); return err }, ""},
+		{"ReleaseIdempotencyKeys", func(s *ledger.Store) error {
 			_, err := s.ReleaseIdempotencyKeys(ctx, "fleet_a", window, batch)
 			return err
 		}, ""},
-		{"DeleteExpiredReceipts", func(s *receipts.Store) error {
+		{"DeleteExpiredReceipts", func(s *ledger.Store) error {
 			_, err := s.DeleteExpiredReceipts(ctx, "fleet_a", keep, batch)
 			return err
 		}, "receipts_final_age"},
-		{"DeleteExpiredDispatches", func(s *receipts.Store) error {
+		{"DeleteExpiredDispatches", func(s *ledger.Store) error {
 			_, _, err := s.DeleteExpiredDispatches(ctx, "fleet_a", keep, batch)
 			return err
 		}, "dispatches_final_age"},
-		{"DeleteExpiredRejectedTasks", func(s *receipts.Store) error {
+		{"DeleteExpiredRejectedTasks", func(s *ledger.Store) error {
 			_, err := s.DeleteExpiredRejectedTasks(ctx, "fleet_a", keep, batch)
 			return err
 		}, "rejected_tasks_age"},
-		{"DeleteExpiredMail", func(s *receipts.Store) error { _, err := s.DeleteExpiredMail(ctx, keep, batch); return err },
+		{"DeleteExpiredMail", func(s *ledger.Store) error { _, err := s.DeleteExpiredMail(ctx, keep, batch); return err },
 			"dev_mailbox_age"},
-		{"DropExpiredHeldPayloads", func(s *receipts.Store) error {
+		{"DropExpiredHeldPayloads", func(s *ledger.Store) error {
 			_, err := s.DropExpiredHeldPayloads(ctx, "fleet_a", retention, batch)
 			return err
 		}, "rejected_tasks_held"},
@@ -89,7 +89,7 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 				e := &explainer{generic: generic}
 				inTx(ctx, t, pool, func(tx pgx.Tx) {
 					e.tx = tx
-					if err := w.run(receipts.New(e)); err != nil {
+					if err := w.run(ledger.New(e)); err != nil {
 						t.Fatalf("%s: %v", w.name, err)
 					}
 				})
@@ -115,7 +115,7 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 
 	t.Run("results", func(t *testing.T) {
 		inTx(ctx, t, pool, func(tx pgx.Tx) {
-			s := receipts.New(tx)
+			s := ledger.New(tx)
 			ds, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
 			if err != nil {
 				t.Fatal(err)
@@ -170,7 +170,7 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 	t.Run("retention", func(t *testing.T) {
 		want := due.expired
 		inTx(ctx, t, pool, func(tx pgx.Tx) {
-			s := receipts.New(tx)
+			s := ledger.New(tx)
 			gone := func(table string, ids []string) []string {
 				t.Helper()
 				var present []string
@@ -461,7 +461,7 @@ func seedPlanData(ctx context.Context, t *testing.T, pool *pgxpool.Pool) planDue
 // planID is the id of the plan data's row named name.
 func planID(name string) string { return uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)).String() }
 
-func dueIDs(ds []receipts.DueTask) []string {
+func dueIDs(ds []ledger.DueTask) []string {
 	var ids []string
 	for _, d := range ds {
 		ids = append(ids, d.ID)
@@ -481,7 +481,7 @@ func inTx(ctx context.Context, t *testing.T, pool *pgxpool.Pool, f func(pgx.Tx))
 	f(tx)
 }
 
-// explainer is a receipts.Querier that runs each statement under EXPLAIN (ANALYZE, BUFFERS) and
+// explainer is a ledger.Querier that runs each statement under EXPLAIN (ANALYZE, BUFFERS) and
 // records the shared buffers its plan touched. Its Query returns no rows, its QueryRow zeros. With
 // generic, the statement is prepared and executed under plan_cache_mode = force_generic_plan:
 // the plan PostgreSQL may settle on for a statement pgx has prepared once it ran five times.
@@ -661,7 +661,7 @@ func TestDeleteExpiredDispatchesCostWithFutureReminders(t *testing.T) {
 		e := &explainer{generic: generic}
 		inTx(ctx, t, pool, func(tx pgx.Tx) {
 			e.tx = tx
-			if _, _, err := receipts.New(e).DeleteExpiredDispatches(ctx, "fleet_a", retention, batch); err != nil {
+			if _, _, err := ledger.New(e).DeleteExpiredDispatches(ctx, "fleet_a", retention, batch); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -669,7 +669,7 @@ func TestDeleteExpiredDispatchesCostWithFutureReminders(t *testing.T) {
 	}
 	// The first sweep, committed; then the vacuum that follows 100,000 updated rows (autovacuum
 	// runs on a table a fifth of which changed) clears the index entries they left behind.
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	var deleted, pushed int64
 	for range n/batch + 1 {
 		d, p, err := s.DeleteExpiredDispatches(ctx, "fleet_a", retention, batch)
@@ -698,7 +698,7 @@ func TestDeleteExpiredDispatchesCostWithFutureReminders(t *testing.T) {
 		}
 		for _, generic := range []bool{false, true} {
 			e := &explainer{generic: generic, tx: tx}
-			if d, p, err := receipts.New(e).DeleteExpiredDispatches(ctx, "fleet_a", retention, batch); err != nil || d+p != 0 {
+			if d, p, err := ledger.New(e).DeleteExpiredDispatches(ctx, "fleet_a", retention, batch); err != nil || d+p != 0 {
 				t.Fatalf("the next sweep: %d %d %v", d, p, err)
 			}
 			check("the next sweep", e, maxTickBuffers)

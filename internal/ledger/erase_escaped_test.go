@@ -1,4 +1,4 @@
-package receipts_test
+package ledger_test
 
 import (
 	"slices"
@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // TestEraseFindsEscapedNeighbours: the address is erased when what comes right before it is
@@ -39,10 +39,10 @@ func TestEraseTakesAddressesNetMailRefuses(t *testing.T) {
 	t.Parallel()
 	s := newSeed(t)
 	for _, addr := range []string{"taro..yamada@example.jp", "hanako.@example.jp"} {
-		s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{Address: addr, Name: "Taro"},
-			receipts.ReceiptFailed, "Hi", "550 no")
+		s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", events.Recipient{Address: addr, Name: "Taro"},
+			ledger.ReceiptFailed, "Hi", "550 no")
 		assertPresent(t, s.pool, addr)
-		er, err := s.store.EraseRecipient(t.Context(), receipts.EraseRequest{Who: addr, Actor: "dpo"})
+		er, err := s.store.EraseRecipient(t.Context(), ledger.EraseRequest{Who: addr, Actor: "dpo"})
 		if err != nil || er.ReceiptsErased != 1 {
 			t.Errorf("erase %q (its receipt's recipient id and address): %+v, %v; want its receipt erased", addr, er, err)
 		}
@@ -60,10 +60,10 @@ func TestEraseTakesAddressesNetMailRefuses(t *testing.T) {
 func TestEraseByIDWithAStoredPartialAddress(t *testing.T) {
 	t.Parallel()
 	s := newSeed(t)
-	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "cust-7", Address: "ann@", Name: "Ann"},
-		receipts.ReceiptFailed, "Hi", "553 bad address")
-	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "cust-7", Address: "ann@example.org", Name: "Ann"},
-		receipts.ReceiptSent, "Hi", "250 ok")
+	s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "cust-7", Address: "ann@", Name: "Ann"},
+		ledger.ReceiptFailed, "Hi", "553 bad address")
+	s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "cust-7", Address: "ann@example.org", Name: "Ann"},
+		ledger.ReceiptSent, "Hi", "250 ok")
 	addrs, err := s.store.RecipientAddresses(t.Context(), "cust-7")
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func TestEraseByIDWithAStoredPartialAddress(t *testing.T) {
 	if !slices.Equal(addrs, []string{"ann@", "ann@example.org"}) {
 		t.Fatalf("addresses of recipient id cust-7: %q", addrs)
 	}
-	m, err := receipts.NewAddressMatcher(addrs)
+	m, err := ledger.NewAddressMatcher(addrs)
 	if err != nil {
 		t.Fatalf("addresses %q of recipient id cust-7: %v (EraseQueued, hence `enqueue erase cust-7`, fails)", addrs, err)
 	}

@@ -1,4 +1,4 @@
-package receipts_test
+package ledger_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // TestMigrationBehindALongReaderGivesUp: a migration that needs a strong lock on a table a long
@@ -38,7 +38,7 @@ func TestMigrationBehindALongReaderGivesUp(t *testing.T) {
 	go func() {
 		mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		migrated <- receipts.Migrate(mctx, pool)
+		migrated <- ledger.Migrate(mctx, pool)
 	}()
 	// Wait until the migration waits for its lock, then write as a worker does.
 	var migErr error
@@ -72,7 +72,7 @@ func TestMigrationBehindALongReaderGivesUp(t *testing.T) {
 	if err := reader.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := receipts.Migrate(ctx, pool); err != nil {
+	if err := ledger.Migrate(ctx, pool); err != nil {
 		t.Fatalf("migration once the reader is gone: %v", err)
 	}
 }
@@ -99,7 +99,7 @@ var (
 // statements that rewrite or lock a whole table. TestRollingUpgrade (cmd/worker) runs them under
 // a live worker; this catches the mistake before anyone runs anything.
 func TestMigrationsAreSafeOnline(t *testing.T) {
-	entries, err := fs.ReadDir(receipts.Migrations(), ".")
+	entries, err := fs.ReadDir(ledger.Migrations(), ".")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestMigrationsAreSafeOnline(t *testing.T) {
 		if err != nil || n < firstOnlineMigration {
 			continue
 		}
-		raw, err := fs.ReadFile(receipts.Migrations(), e.Name())
+		raw, err := fs.ReadFile(ledger.Migrations(), e.Name())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package receipts_test
+package ledger_test
 
 import (
 	"encoding/json"
@@ -12,8 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // canary is a person made up for one test: an address and a name found nowhere else, so a dump
@@ -52,12 +52,12 @@ func assertPresent(t *testing.T, pool *pgxpool.Pool, s string) {
 type seed struct {
 	t     *testing.T
 	pool  *pgxpool.Pool
-	store *receipts.Store
+	store *ledger.Store
 }
 
 func newSeed(t *testing.T) *seed {
 	pool := testenv.DB(t) // a database of its own: an erasure reads the whole schema
-	return &seed{t: t, pool: pool, store: receipts.New(pool)}
+	return &seed{t: t, pool: pool, store: ledger.New(pool)}
 }
 
 func (s *seed) exec(sql string, args ...any) {
@@ -68,13 +68,13 @@ func (s *seed) exec(sql string, args ...any) {
 }
 
 // dispatch inserts a dispatch with vars, then moves it to st.
-func (s *seed) dispatch(vars string, st receipts.Status, actor, key string) string {
+func (s *seed) dispatch(vars string, st ledger.Status, actor, key string) string {
 	s.t.Helper()
 	id := newID()
-	res, err := s.store.InsertDispatch(s.t.Context(), receipts.NewDispatch{ID: id, EventID: "privacy.canary", Vars: json.RawMessage(vars),
+	res, err := s.store.InsertDispatch(s.t.Context(), ledger.NewDispatch{ID: id, EventID: "privacy.canary", Vars: json.RawMessage(vars),
 		Refs: []events.Ref{{Name: "user", Resource: "users", ID: "7"}}, Actor: actor, IdempotencyKey: key, Fingerprint: "fp-" + id,
 		Sealed: map[string]string{"token": "k1:sealed-value"}}, time.Hour)
-	if err != nil || res.Outcome != receipts.Inserted {
+	if err != nil || res.Outcome != ledger.Inserted {
 		s.t.Fatalf("insert dispatch: %+v %v", res, err)
 	}
 	s.exec(`UPDATE herald.dispatches SET status = $2, minted = '{"code": {"sealed": "k1:minted"}}', fanout_progress = $3 WHERE id = $1`,
@@ -84,31 +84,31 @@ func (s *seed) dispatch(vars string, st receipts.Status, actor, key string) stri
 
 // delivery inserts a receipt for rc (id, address, name) and, unless st is scheduled or
 // sending, records st as a worker does, with subject and reply.
-func (s *seed) delivery(dispatchID, channel string, rc events.Recipient, st receipts.Status, subject, reply string) string {
+func (s *seed) delivery(dispatchID, channel string, rc events.Recipient, st ledger.Status, subject, reply string) string {
 	s.t.Helper()
 	ctx := s.t.Context()
 	id := newID()
-	nr := receipts.NewReceipt{ID: id, DispatchID: dispatchID, EventID: "privacy.canary", ChannelKey: channel, Transport: "email",
-		RecipientID: rc.Key(), Recipient: receipts.Recipient{Address: rc.Address, Name: rc.Name}, MaxAttempts: 3,
-		DueAt: time.Now().Add(-time.Second), ExpiresAt: time.Now().Add(time.Hour), Status: receipts.ReceiptSending, ClaimFor: time.Minute}
-	if st == receipts.ReceiptScheduled {
-		nr.Status, nr.ClaimFor, nr.DueAt = receipts.ReceiptScheduled, 0, time.Now().Add(24*time.Hour)
+	nr := ledger.NewReceipt{ID: id, DispatchID: dispatchID, EventID: "privacy.canary", ChannelKey: channel, Transport: "email",
+		RecipientID: rc.Key(), Recipient: ledger.Recipient{Address: rc.Address, Name: rc.Name}, MaxAttempts: 3,
+		DueAt: time.Now().Add(-time.Second), ExpiresAt: time.Now().Add(time.Hour), Status: ledger.ReceiptSending, ClaimFor: time.Minute}
+	if st == ledger.ReceiptScheduled {
+		nr.Status, nr.ClaimFor, nr.DueAt = ledger.ReceiptScheduled, 0, time.Now().Add(24*time.Hour)
 		nr.ExpiresAt = nr.DueAt.Add(time.Hour)
 	}
-	if err := s.store.InsertReceipts(ctx, []receipts.NewReceipt{nr}); err != nil {
+	if err := s.store.InsertReceipts(ctx, []ledger.NewReceipt{nr}); err != nil {
 		s.t.Fatal(err)
 	}
-	if st == receipts.ReceiptScheduled || st == receipts.ReceiptSending {
+	if st == ledger.ReceiptScheduled || st == ledger.ReceiptSending {
 		return id
 	}
 	s.finish(id, 1, st, subject, reply)
 	return id
 }
 
-func (s *seed) finish(id string, attempt int, st receipts.Status, subject, reply string) {
+func (s *seed) finish(id string, attempt int, st ledger.Status, subject, reply string) {
 	s.t.Helper()
-	o := receipts.Outcome{Status: st, Subject: subject, MessageID: "<" + id + "@herald.test>", ProviderResponse: reply}
-	if st != receipts.ReceiptSent {
+	o := ledger.Outcome{Status: st, Subject: subject, MessageID: "<" + id + "@herald.test>", ProviderResponse: reply}
+	if st != ledger.ReceiptSent {
 		o.LastError = reply
 	}
 	if _, err := s.store.FinishReceipt(s.t.Context(), id, attempt, o); err != nil {
@@ -126,9 +126,9 @@ func (s *seed) rejected(taskID, reason, payload string) {
 		taskID, []byte(payload))
 }
 
-func (s *seed) erase(who string) receipts.Erasure {
+func (s *seed) erase(who string) ledger.Erasure {
 	s.t.Helper()
-	er, err := s.store.EraseRecipient(s.t.Context(), receipts.EraseRequest{Who: who, Actor: "dpo@herald.test"})
+	er, err := s.store.EraseRecipient(s.t.Context(), ledger.EraseRequest{Who: who, Actor: "dpo@herald.test"})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -151,23 +151,23 @@ func TestEraseRecipientLeavesNoTrace(t *testing.T) {
 	// Their own dispatch: sent now, a reminder scheduled tomorrow; the variables hold their
 	// name, address and a value of theirs that matches neither (a city).
 	own := s.dispatch(fmt.Sprintf(`{"greeting": "Hello %s", "to": %q, "city": "Lyon", "amount": 1.50, "list": ["%s"]}`, c.name, upper, c.name),
-		receipts.DispatchFannedOut, c.addr, "reset:"+c.addr)
-	sent := s.delivery(own, "email", ada, receipts.ReceiptSent, "Hello "+c.name, "250 2.0.0 OK queued for <"+upper+">")
-	later := s.delivery(own, "reminder", ada, receipts.ReceiptScheduled, "", "")
+		ledger.DispatchFannedOut, c.addr, "reset:"+c.addr)
+	sent := s.delivery(own, "email", ada, ledger.ReceiptSent, "Hello "+c.name, "250 2.0.0 OK queued for <"+upper+">")
+	later := s.delivery(own, "reminder", ada, ledger.ReceiptScheduled, "", "")
 	// A failed delivery: the relay's error names them.
-	failedD := s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", "")
-	failed := s.delivery(failedD, "email", ada, receipts.ReceiptFailed, "Hi "+c.name, "550 5.1.1 <"+c.addr+">: no such user")
+	failedD := s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", "")
+	failed := s.delivery(failedD, "email", ada, ledger.ReceiptFailed, "Hi "+c.name, "550 5.1.1 <"+c.addr+">: no such user")
 	// Bob's message about them: fanned out, Bob's copy sent, a reminder to Bob still scheduled.
-	about := s.dispatch(fmt.Sprintf(`{"about": "%s <%s>", "topic": "kept"}`, c.name, c.addr), receipts.DispatchFannedOut, "cli", "")
-	bobSent := s.delivery(about, "email", bob, receipts.ReceiptSent, "News about "+c.name, "250 OK")
-	bobLater := s.delivery(about, "reminder", bob, receipts.ReceiptScheduled, "", "")
+	about := s.dispatch(fmt.Sprintf(`{"about": "%s <%s>", "topic": "kept"}`, c.name, c.addr), ledger.DispatchFannedOut, "cli", "")
+	bobSent := s.delivery(about, "email", bob, ledger.ReceiptSent, "News about "+c.name, "250 OK")
+	bobLater := s.delivery(about, "reminder", bob, ledger.ReceiptScheduled, "", "")
 	// An open dispatch naming them: canceled.
-	open := s.dispatch(fmt.Sprintf(`{"cc": %q}`, c.addr), receipts.DispatchAccepted, "cli", "")
+	open := s.dispatch(fmt.Sprintf(`{"cc": %q}`, c.addr), ledger.DispatchAccepted, "cli", "")
 	// An unrelated dispatch and delivery: untouched.
-	other := s.dispatch(`{"topic": "other"}`, receipts.DispatchFannedOut, "cli", "k-other")
-	otherSent := s.delivery(other, "email", bob, receipts.ReceiptSent, "Other news", "250 OK")
+	other := s.dispatch(`{"topic": "other"}`, ledger.DispatchFannedOut, "cli", "k-other")
+	otherSent := s.delivery(other, "email", bob, ledger.ReceiptSent, "Other news", "250 OK")
 	// Captured mail: theirs, and Bob's naming them.
-	for _, m := range []receipts.Mail{
+	for _, m := range []ledger.Mail{
 		{ReceiptID: sent, MessageID: "<" + sent + "@herald.test>", From: "noreply@herald.test", To: c.name + " <" + c.addr + ">",
 			Subject: "Hello " + c.name, Text: "Hello " + c.name, HTML: "<p>Hello " + c.name + "</p>"},
 		{ReceiptID: bobSent, MessageID: "<" + bobSent + "@herald.test>", From: "noreply@herald.test", To: "Bob <bob@example.net>",
@@ -193,25 +193,25 @@ func TestEraseRecipientLeavesNoTrace(t *testing.T) {
 
 	// What proves a delivery happened stays: ids, times, states, attempts, Message-ID.
 	r, err := s.store.GetReceipt(ctx, sent)
-	if err != nil || r.Status != receipts.ReceiptSent || r.SentAt == nil || r.MessageID != "<"+sent+"@herald.test>" || r.Attempt != 1 ||
-		r.RecipientID != "erased:"+sent || r.Recipient != (receipts.Recipient{}) || r.Subject != receipts.Erased ||
+	if err != nil || r.Status != ledger.ReceiptSent || r.SentAt == nil || r.MessageID != "<"+sent+"@herald.test>" || r.Attempt != 1 ||
+		r.RecipientID != "erased:"+sent || r.Recipient != (ledger.Recipient{}) || r.Subject != ledger.Erased ||
 		r.ProviderResponse != "250 2.0.0 OK queued for <[erased]>" || r.DispatchID != own {
 		t.Errorf("the sent delivery after the erasure: %+v %v", r, err)
 	}
-	if r, _ := s.store.GetReceipt(ctx, later); r.Status != receipts.ReceiptCanceled || r.LastError != "recipient erased" {
+	if r, _ := s.store.GetReceipt(ctx, later); r.Status != ledger.ReceiptCanceled || r.LastError != "recipient erased" {
 		t.Errorf("the scheduled delivery: %s %q, want canceled", r.Status, r.LastError)
 	}
-	if r, _ := s.store.GetReceipt(ctx, failed); r.Status != receipts.ReceiptFailed || r.LastError != "550 5.1.1 <[erased]>: no such user" {
+	if r, _ := s.store.GetReceipt(ctx, failed); r.Status != ledger.ReceiptFailed || r.LastError != "550 5.1.1 <[erased]>: no such user" {
 		t.Errorf("the failed delivery: %s %q", r.Status, r.LastError)
 	}
 	// Bob's delivery: untouched but for the mention; his reminder (rendered from variables that
 	// named them) canceled.
-	if r, _ := s.store.GetReceipt(ctx, bobSent); r.Status != receipts.ReceiptSent || r.RecipientID != "8" ||
+	if r, _ := s.store.GetReceipt(ctx, bobSent); r.Status != ledger.ReceiptSent || r.RecipientID != "8" ||
 		r.Recipient.Address != "bob@example.net" || r.Recipient.Name != "Bob" || r.Subject != "News about [erased]" ||
 		r.ProviderResponse != "250 OK" || r.SentAt == nil {
 		t.Errorf("Bob's delivery: %+v", r)
 	}
-	if r, _ := s.store.GetReceipt(ctx, bobLater); r.Status != receipts.ReceiptCanceled {
+	if r, _ := s.store.GetReceipt(ctx, bobLater); r.Status != ledger.ReceiptCanceled {
 		t.Errorf("Bob's reminder naming them: %s, want canceled", r.Status)
 	}
 	if r, _ := s.store.GetReceipt(ctx, otherSent); r.Subject != "Other news" || r.RecipientID != "8" {
@@ -220,16 +220,16 @@ func TestEraseRecipientLeavesNoTrace(t *testing.T) {
 	d, _ := s.store.GetDispatch(ctx, own)
 	var vars map[string]any
 	_ = json.Unmarshal(d.Vars, &vars)
-	if vars["greeting"] != receipts.Erased || vars["city"] != receipts.Erased || vars["amount"] != 1.5 || d.Sealed != nil || d.Minted != nil ||
-		d.ScrubbedAt == nil || d.IdempotencyKey != "" || d.Actor != receipts.Erased || d.Fingerprint != "" || d.Progress != nil ||
-		d.Status != receipts.DispatchFannedOut || len(d.Refs) != 1 || d.Refs[0].ID != "7" {
+	if vars["greeting"] != ledger.Erased || vars["city"] != ledger.Erased || vars["amount"] != 1.5 || d.Sealed != nil || d.Minted != nil ||
+		d.ScrubbedAt == nil || d.IdempotencyKey != "" || d.Actor != ledger.Erased || d.Fingerprint != "" || d.Progress != nil ||
+		d.Status != ledger.DispatchFannedOut || len(d.Refs) != 1 || d.Refs[0].ID != "7" {
 		t.Errorf("their dispatch: %+v vars %s", d, d.Vars)
 	}
 	d, _ = s.store.GetDispatch(ctx, about)
-	if string(d.Vars) != `{"about": "[erased]", "topic": "kept"}` || d.Status != receipts.DispatchFannedOut {
+	if string(d.Vars) != `{"about": "[erased]", "topic": "kept"}` || d.Status != ledger.DispatchFannedOut {
 		t.Errorf("Bob's dispatch: %s %s", d.Status, d.Vars)
 	}
-	if st, _ := s.store.Status(ctx, receipts.KindDispatch, open); st != receipts.DispatchCanceled {
+	if st, _ := s.store.Status(ctx, ledger.KindDispatch, open); st != ledger.DispatchCanceled {
 		t.Errorf("the open dispatch naming them: %s, want canceled", st)
 	}
 	if d, _ := s.store.GetDispatch(ctx, other); d.IdempotencyKey != "k-other" || d.Sealed == nil || d.Fingerprint == "" {
@@ -258,7 +258,7 @@ func TestEraseRecipientLeavesNoTrace(t *testing.T) {
 	// A second erasure finds nothing to do.
 	again := s.erase(c.addr)
 	again.AuditID = 0
-	if again != (receipts.Erasure{}) {
+	if again != (ledger.Erasure{}) {
 		t.Errorf("second erasure = %+v, want all zero", again)
 	}
 }
@@ -270,12 +270,12 @@ func TestEraseByRecipientIDErasesTheAddress(t *testing.T) {
 	s := newSeed(t)
 	c := newCanary()
 	id := "user-" + strings.TrimPrefix(c.name, "Nym")
-	own := s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", "")
-	s.delivery(own, "email", events.Recipient{ID: id, Address: c.addr, Name: c.name}, receipts.ReceiptSent, "Hi "+c.name, "250 OK")
+	own := s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", "")
+	s.delivery(own, "email", events.Recipient{ID: id, Address: c.addr, Name: c.name}, ledger.ReceiptSent, "Hi "+c.name, "250 OK")
 	// A delivery to the same address with no id (keyed by the address), and a dispatch naming it.
-	noID := s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{Address: strings.ToUpper(c.addr)},
-		receipts.ReceiptSent, "Hi", "250 OK")
-	s.dispatch(fmt.Sprintf(`{"cc": %q}`, c.addr), receipts.DispatchFannedOut, "cli", "")
+	noID := s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", events.Recipient{Address: strings.ToUpper(c.addr)},
+		ledger.ReceiptSent, "Hi", "250 OK")
+	s.dispatch(fmt.Sprintf(`{"cc": %q}`, c.addr), ledger.DispatchFannedOut, "cli", "")
 	s.rejected("dispatch:"+newID()+":0", "held for "+c.addr, "{}")
 	assertPresent(t, s.pool, c.addr)
 
@@ -305,22 +305,22 @@ func TestEraseLeavesADeliveryBeingSent(t *testing.T) {
 	ctx := t.Context()
 	c := newCanary()
 	ada := events.Recipient{ID: "7", Address: c.addr, Name: c.name}
-	d := s.dispatch(fmt.Sprintf(`{"to": %q}`, c.addr), receipts.DispatchFannedOut, "cli", "")
-	sending := s.delivery(d, "email", ada, receipts.ReceiptSending, "", "")
-	done := s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", ada, receipts.ReceiptSent, "Hi "+c.name, "250 OK")
+	d := s.dispatch(fmt.Sprintf(`{"to": %q}`, c.addr), ledger.DispatchFannedOut, "cli", "")
+	sending := s.delivery(d, "email", ada, ledger.ReceiptSending, "", "")
+	done := s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", ada, ledger.ReceiptSent, "Hi "+c.name, "250 OK")
 
 	er := s.erase(c.addr)
 	if er.Complete() || er.InFlight != 1 || er.OpenDispatches != 1 || er.ReceiptsErased != 1 {
 		t.Fatalf("erasure with a delivery being sent = %+v", er)
 	}
-	if r, _ := s.store.GetReceipt(ctx, sending); r.Status != receipts.ReceiptSending || r.Recipient.Address != c.addr {
+	if r, _ := s.store.GetReceipt(ctx, sending); r.Status != ledger.ReceiptSending || r.Recipient.Address != c.addr {
 		t.Fatalf("the delivery being sent was touched: %+v", r)
 	}
 	if r, _ := s.store.GetReceipt(ctx, done); r.RecipientID != "erased:"+done {
 		t.Fatalf("the settled delivery was not erased: %+v", r)
 	}
 	// Its worker records the outcome, subject and reply naming them.
-	s.finish(sending, 1, receipts.ReceiptSent, "Hello "+c.name, "250 OK for "+c.addr)
+	s.finish(sending, 1, ledger.ReceiptSent, "Hello "+c.name, "250 OK for "+c.addr)
 	assertPresent(t, s.pool, c.name)
 	er = s.erase(c.addr)
 	if !er.Complete() || er.ReceiptsErased != 1 || er.DispatchesRedacted != 1 {
@@ -334,7 +334,7 @@ func TestEraseRefusesEmptyInput(t *testing.T) {
 	t.Parallel()
 	s := newSeed(t)
 	for _, who := range []string{"", "  ", "erased:0193a0c4-0000-7000-8000-0000000000aa"} {
-		if _, err := s.store.EraseRecipient(t.Context(), receipts.EraseRequest{Who: who}); err == nil {
+		if _, err := s.store.EraseRecipient(t.Context(), ledger.EraseRequest{Who: who}); err == nil {
 			t.Errorf("EraseRecipient(%q) succeeded", who)
 		}
 	}
@@ -350,11 +350,11 @@ func TestEraseFindsEscapedFormsAndWholeNames(t *testing.T) {
 	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
 	c := canary{addr: "ann+" + hex + "@example.net", name: "Ann" + hex}
 	bob := events.Recipient{ID: "8", Address: "bob@example.net", Name: "Bob"}
-	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "7", Address: c.addr, Name: c.name},
-		receipts.ReceiptSent, "Hi", "250 OK")
-	about := s.dispatch(fmt.Sprintf(`{"cc": %q, "who": "%s", "nick": "%sson", "n": 7}`, c.addr, c.name, c.name), receipts.DispatchFannedOut, "cli", "")
-	bobSent := s.delivery(about, "email", bob, receipts.ReceiptSent, "About "+c.name+" and "+c.name+"son", "250 OK")
-	if _, err := s.store.InsertMail(ctx, receipts.Mail{ReceiptID: newID(), MessageID: "<m@x>", From: "a@x", To: "Bob <bob@example.net>", Subject: "s",
+	s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "7", Address: c.addr, Name: c.name},
+		ledger.ReceiptSent, "Hi", "250 OK")
+	about := s.dispatch(fmt.Sprintf(`{"cc": %q, "who": "%s", "nick": "%sson", "n": 7}`, c.addr, c.name, c.name), ledger.DispatchFannedOut, "cli", "")
+	bobSent := s.delivery(about, "email", bob, ledger.ReceiptSent, "About "+c.name+" and "+c.name+"son", "250 OK")
+	if _, err := s.store.InsertMail(ctx, ledger.Mail{ReceiptID: newID(), MessageID: "<m@x>", From: "a@x", To: "Bob <bob@example.net>", Subject: "s",
 		HTML: `<a href="mailto:ann&#43;` + hex + `@example.net">x</a>`, Text: "https://x/unsubscribe?email=ann%2B" + hex + "%40example.net"}); err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestEraseFindsEscapedFormsAndWholeNames(t *testing.T) {
 	}
 	d, _ := s.store.GetDispatch(ctx, about)
 	var vars map[string]any
-	if err := json.Unmarshal(d.Vars, &vars); err != nil || vars["cc"] != receipts.Erased || vars["who"] != receipts.Erased ||
+	if err := json.Unmarshal(d.Vars, &vars); err != nil || vars["cc"] != ledger.Erased || vars["who"] != ledger.Erased ||
 		vars["nick"] != c.name+"son" || vars["n"] != 7.0 {
 		t.Errorf("variables naming them: %s", d.Vars)
 	}
@@ -386,7 +386,7 @@ func TestEraseDoesNotTouchALongerAddress(t *testing.T) {
 	ctx := t.Context()
 	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
 	bob := events.Recipient{ID: "8", Address: "bob" + hex + "@example.net", Name: "Bob" + hex}
-	mine := s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", bob, receipts.ReceiptSent, "Hi", "250 OK for "+bob.Address)
+	mine := s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", bob, ledger.ReceiptSent, "Hi", "250 OK for "+bob.Address)
 
 	for i, other := range []events.Recipient{
 		{ID: "9", Address: "abob" + hex + "@example.net", Name: "Abe"},
@@ -394,17 +394,17 @@ func TestEraseDoesNotTouchALongerAddress(t *testing.T) {
 		{ID: "11", Address: "bob" + hex + "@example.net.example", Name: "Ben"},
 	} {
 		vars := fmt.Sprintf(`{"to": %q, "link": "https://x/u?email=%s"}`, other.Address, url.QueryEscape(other.Address))
-		d := s.dispatch(vars, receipts.DispatchFannedOut, "cli", "")
-		sent := s.delivery(d, "email", other, receipts.ReceiptSent, "Welcome "+other.Address, "250 OK queued for <"+other.Address+">")
-		later := s.delivery(d, "reminder", other, receipts.ReceiptScheduled, "", "")
-		if _, err := s.store.InsertMail(ctx, receipts.Mail{ReceiptID: sent, MessageID: "<" + sent + "@herald.test>", From: "noreply@herald.test",
+		d := s.dispatch(vars, ledger.DispatchFannedOut, "cli", "")
+		sent := s.delivery(d, "email", other, ledger.ReceiptSent, "Welcome "+other.Address, "250 OK queued for <"+other.Address+">")
+		later := s.delivery(d, "reminder", other, ledger.ReceiptScheduled, "", "")
+		if _, err := s.store.InsertMail(ctx, ledger.Mail{ReceiptID: sent, MessageID: "<" + sent + "@herald.test>", From: "noreply@herald.test",
 			To: other.Address, Subject: "Welcome", Text: "hi " + other.Address, HTML: "<p>" + strings.ReplaceAll(other.Address, "+", "&#43;") + "</p>"}); err != nil {
 			t.Fatal(err)
 		}
 		s.rejected(fmt.Sprintf("dispatch:%s:%d", newID(), i), "held for "+other.Address, fmt.Sprintf(`{"v":2,"vars":{"to":%q}}`, other.Address))
 
 		er := s.erase(bob.Address)
-		if r, _ := s.store.GetReceipt(ctx, later); r.Status != receipts.ReceiptScheduled {
+		if r, _ := s.store.GetReceipt(ctx, later); r.Status != ledger.ReceiptScheduled {
 			t.Errorf("%s: the scheduled reminder is %s (%q): erasing bob canceled another person's delivery", other.Address, r.Status, r.LastError)
 		}
 		if r, _ := s.store.GetReceipt(ctx, sent); r.ProviderResponse != "250 OK queued for <"+other.Address+">" ||
@@ -444,20 +444,20 @@ func TestEraseRefusesAPartialAddress(t *testing.T) {
 	ctx := t.Context()
 	hex := strings.TrimPrefix(testenv.Name("c"), "c_")
 	ann := events.Recipient{ID: "1", Address: "ann" + hex + "@example.net", Name: "Ann"}
-	d := s.dispatch(fmt.Sprintf(`{"to": %q}`, ann.Address), receipts.DispatchFannedOut, "cli", "")
-	later := s.delivery(d, "reminder", ann, receipts.ReceiptScheduled, "", "")
+	d := s.dispatch(fmt.Sprintf(`{"to": %q}`, ann.Address), ledger.DispatchFannedOut, "cli", "")
+	later := s.delivery(d, "reminder", ann, ledger.ReceiptScheduled, "", "")
 	for _, who := range []string{"@example.net", "ann" + hex + "@", "@", "ann" + hex + "@example.net, x@y.z", "Ann <" + ann.Address + ">",
 		"ann" + hex + "@@example.net"} {
-		if _, err := s.store.EraseRecipient(ctx, receipts.EraseRequest{Who: who, Actor: "x"}); !errors.Is(err, receipts.ErrIncompleteAddress) {
+		if _, err := s.store.EraseRecipient(ctx, ledger.EraseRequest{Who: who, Actor: "x"}); !errors.Is(err, ledger.ErrIncompleteAddress) {
 			t.Errorf("EraseRecipient(%q) = %v, want ErrIncompleteAddress", who, err)
 		} else if strings.Contains(err.Error(), "example.net") {
 			t.Errorf("the error repeats the input: %v", err)
 		}
-		if _, err := s.store.RecipientAddresses(ctx, who); !errors.Is(err, receipts.ErrIncompleteAddress) {
+		if _, err := s.store.RecipientAddresses(ctx, who); !errors.Is(err, ledger.ErrIncompleteAddress) {
 			t.Errorf("RecipientAddresses(%q) = %v, want ErrIncompleteAddress", who, err)
 		}
 	}
-	if r, _ := s.store.GetReceipt(ctx, later); r.Status != receipts.ReceiptScheduled {
+	if r, _ := s.store.GetReceipt(ctx, later); r.Status != ledger.ReceiptScheduled {
 		t.Errorf("a partial address canceled ann's delivery (%s, %q)", r.Status, r.LastError)
 	}
 	var audits int
@@ -482,8 +482,8 @@ func TestEraseRecordsADroppedHeldPayload(t *testing.T) {
 	s := newSeed(t)
 	ctx := t.Context()
 	c := newCanary()
-	s.delivery(s.dispatch(`{}`, receipts.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "7", Address: c.addr, Name: c.name},
-		receipts.ReceiptSent, "Hi", "250 OK")
+	s.delivery(s.dispatch(`{}`, ledger.DispatchFannedOut, "cli", ""), "email", events.Recipient{ID: "7", Address: c.addr, Name: c.name},
+		ledger.ReceiptSent, "Hi", "250 OK")
 	s.rejected("dispatch:"+newID()+":0", "payload version 2 is newer", fmt.Sprintf(`{"v":2,"vars":{"cc":%q}}`, c.addr))
 	s.rejected("dispatch:"+newID()+":0", "payload version 2 is newer", `{"v":2,"vars":{"cc":"someone@example.net"}}`)
 	er := s.erase(c.addr)

@@ -1,4 +1,4 @@
-package receipts
+package ledger
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"github.com/heraldhq/herald/events"
 )
 
-// Dispatch is a row of herald.dispatches.
-type Dispatch struct {
+// DispatchRow is a row of herald.dispatches.
+type DispatchRow struct {
 	ID             string
 	EventID        string
 	Refs           []events.Ref
@@ -79,7 +79,7 @@ const (
 type InsertResult struct {
 	Outcome InsertOutcome
 	Of      string    // the dispatch holding the idempotency key (Duplicate, Conflict)
-	Row     *Dispatch // the inserted row (Inserted)
+	Row     *DispatchRow // the inserted row (Inserted)
 }
 
 // ErrIdempotencyConflict is returned when an idempotency key was used with different arguments.
@@ -89,8 +89,8 @@ const dispatchColumns = `id, event_id, refs, vars, sealed, minted, actor, COALES
 	fingerprint, COALESCE(duplicate_of::text, ''), status, attempt, due_at, lease_until, COALESCE(last_error, ''),
 	accepted_at, updated_at, scrubbed_at, queue, fanout_progress`
 
-func scanDispatch(row pgx.Row) (*Dispatch, error) {
-	var d Dispatch
+func scanDispatch(row pgx.Row) (*DispatchRow, error) {
+	var d DispatchRow
 	var refs, sealed, minted []byte
 	var st string
 	err := row.Scan(&d.ID, &d.EventID, &refs, &d.Vars, &sealed, &minted, &d.Actor, &d.IdempotencyKey,
@@ -117,7 +117,7 @@ func scanDispatch(row pgx.Row) (*Dispatch, error) {
 }
 
 // GetDispatch returns one dispatch.
-func (s *Store) GetDispatch(ctx context.Context, id string) (*Dispatch, error) {
+func (s *Store) GetDispatch(ctx context.Context, id string) (*DispatchRow, error) {
 	d, err := scanDispatch(s.q.QueryRow(ctx, `SELECT `+dispatchColumns+` FROM herald.dispatches WHERE id = $1`, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("dispatch %s: %w", id, ErrNotFound)
@@ -233,7 +233,7 @@ func (s *Store) insertDispatchRow(ctx context.Context, nd NewDispatch, st Status
 }
 
 // ClaimDispatch takes the fan-out lease: status → fanning_out, attempt+1.
-func (s *Store) ClaimDispatch(ctx context.Context, id string, lease time.Duration) (*Dispatch, ClaimOutcome, error) {
+func (s *Store) ClaimDispatch(ctx context.Context, id string, lease time.Duration) (*DispatchRow, ClaimOutcome, error) {
 	d, err := scanDispatch(s.q.QueryRow(ctx, `UPDATE herald.dispatches
 		SET status = 'fanning_out', attempt = attempt + 1, lease_until = now() + $2::interval, updated_at = now()
 		WHERE id = $1 AND due_at <= now()
@@ -364,7 +364,7 @@ func (s *Store) CancelDispatch(ctx context.Context, id, reason string, tombstone
 // MeetTombstone records that the task of dispatch id met its cancel tombstone (the canceled row
 // CancelDispatch wrote before any worker had seen the dispatch), and stops there: the retention
 // keeps a tombstone until then, since its task may still wait in Redis and would send without it
-// (receipts/retention.go). It counts from now on. Any other row is left as it is.
+// (internal/ledger/retention.go). It counts from now on. Any other row is left as it is.
 func (s *Store) MeetTombstone(ctx context.Context, id string) error {
 	if _, err := s.q.Exec(ctx, `UPDATE herald.dispatches SET retention_from = now()
 		WHERE id = $1 AND event_id = '' AND status = 'canceled' AND retention_from IS NULL`, id); err != nil {

@@ -1,4 +1,4 @@
-package receipts_test
+package ledger_test
 
 import (
 	"context"
@@ -10,14 +10,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // retentionCase is one dispatch of the retention table and its receipt (none when receipt is "").
 type retentionCase struct {
 	dispatch, receipt             string // ids
-	dStatus, rStatus              receipts.Status
+	dStatus, rStatus              ledger.Status
 	dOld, rOld                    bool
 	queue                         string
 	wantReceiptGone, wantDispGone bool
@@ -45,8 +45,8 @@ func seedRetention(ctx context.Context, t *testing.T, pool *pgxpool.Pool) []rete
 	t.Helper()
 	var cases []retentionCase
 	mineOrNone := func(q string) bool { return q == "mine" || q == "" }
-	for _, ds := range receipts.States(receipts.KindDispatch) {
-		for _, rs := range append([]receipts.Status{""}, receipts.States(receipts.KindReceipt)...) {
+	for _, ds := range ledger.States(ledger.KindDispatch) {
+		for _, rs := range append([]ledger.Status{""}, ledger.States(ledger.KindReceipt)...) {
 			for _, q := range []string{"mine", "", "theirs"} {
 				for _, dOld := range []bool{true, false} {
 					for _, rOld := range []bool{true, false} {
@@ -54,10 +54,10 @@ func seedRetention(ctx context.Context, t *testing.T, pool *pgxpool.Pool) []rete
 							continue // one case without a receipt per dispatch age
 						}
 						c := retentionCase{dispatch: newID(), dStatus: ds, rStatus: rs, dOld: dOld, rOld: rOld, queue: q}
-						dFinal := receipts.Final(receipts.KindDispatch, ds)
+						dFinal := ledger.Final(ledger.KindDispatch, ds)
 						if rs != "" {
 							c.receipt = newID()
-							c.wantReceiptGone = receipts.Final(receipts.KindReceipt, rs) && rOld && dFinal && mineOrNone(q)
+							c.wantReceiptGone = ledger.Final(ledger.KindReceipt, rs) && rOld && dFinal && mineOrNone(q)
 						}
 						c.wantDispGone = dFinal && dOld && mineOrNone(q) && (rs == "" || c.wantReceiptGone)
 						cases = append(cases, c)
@@ -163,7 +163,7 @@ func TestRetentionDeletesOnlySettledOldRowsOfItsQueue(t *testing.T) {
 	pool := testenv.DB(t)
 	ctx := t.Context()
 	cases := seedRetention(ctx, t, pool)
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	dispatchesBefore, receiptsBefore := rowStates(ctx, t, pool, "dispatches"), rowStates(ctx, t, pool, "receipts")
 
 	// Before the receipts go, only the dispatches that never had one may go.
@@ -252,7 +252,7 @@ func TestParallelRetentionDeletesEachRowOnce(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			s := receipts.New(pool)
+			s := ledger.New(pool)
 			for _, del := range []func() (int64, int64, error){
 				func() (int64, int64, error) { return only(s.DeleteExpiredReceipts(ctx, "mine", retentionAge, 5)) },
 				func() (int64, int64, error) { return s.DeleteExpiredDispatches(ctx, "mine", retentionAge, 5) },
@@ -276,7 +276,7 @@ func TestParallelRetentionDeletesEachRowOnce(t *testing.T) {
 	wg.Wait()
 	// A sweeper may reach the dispatches while another still deletes their receipts: one more
 	// pass of each, alone, finishes.
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	for _, del := range []func() (int64, error){
 		func() (int64, error) { return s.DeleteExpiredReceipts(ctx, "mine", retentionAge, 1000) },
 		func() (int64, error) {
@@ -313,7 +313,7 @@ func TestRetentionOfRejectedTasksAndMail(t *testing.T) {
 	t.Parallel()
 	pool := testenv.DB(t)
 	ctx := t.Context()
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO herald.rejected_tasks (task_type, task_id, queue, reason, created_at, payload)
 		SELECT 'herald:deliver', q || '-' || a || '-' || i, q, 'missing row', now() - a::interval, CASE WHEN i = 1 THEN '\x7b7d'::bytea END

@@ -1,4 +1,4 @@
-package receipts_test
+package ledger_test
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/tern/v2/migrate"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // emptyDatabase creates a database with nothing in it, dropped at the end of the test.
@@ -65,7 +65,7 @@ func databaseAt(ctx context.Context, t *testing.T, version int32) *pgxpool.Pool 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.LoadMigrations(receipts.Migrations()); err != nil {
+	if err := m.LoadMigrations(ledger.Migrations()); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.MigrateTo(ctx, version); err != nil {
@@ -84,10 +84,10 @@ func TestUpgradeKeepsPendingRowsRoutable(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO herald.dispatches (id, event_id, sealed, status) VALUES ($1, 'a.b', '{"t":"x"}', 'accepted')`, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := receipts.Migrate(ctx, pool); err != nil {
+	if err := ledger.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	d, err := s.GetDispatch(ctx, id)
 	if err != nil || d.Queue != "" {
 		t.Fatalf("upgraded dispatch: queue %q, %v", d.Queue, err)
@@ -116,7 +116,7 @@ func TestConcurrentMigrationsOnEmptyDatabase(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		wg.Go(func() { errs[i] = receipts.Migrate(ctx, pool) })
+		wg.Go(func() { errs[i] = ledger.Migrate(ctx, pool) })
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -148,7 +148,7 @@ func TestMigrateOnNewerSchemaKeepsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	known, err := fs.Glob(receipts.Migrations(), "*.sql")
+	known, err := fs.Glob(ledger.Migrations(), "*.sql")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,17 +156,17 @@ func TestMigrateOnNewerSchemaKeepsIt(t *testing.T) {
 		Data: []byte("ALTER TABLE herald.receipts ADD COLUMN newer_release text NOT NULL DEFAULT '';\n"),
 	}}
 	for _, name := range known {
-		b, err := fs.ReadFile(receipts.Migrations(), name)
+		b, err := fs.ReadFile(ledger.Migrations(), name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		newer[name] = &fstest.MapFile{Data: b}
 	}
-	if err := receipts.MigrateFS(ctx, pool, "herald", newer); err != nil {
+	if err := ledger.MigrateFS(ctx, pool, "herald", newer); err != nil {
 		t.Fatal(err)
 	}
 
-	if err := receipts.Migrate(ctx, pool); err != nil {
+	if err := ledger.Migrate(ctx, pool); err != nil {
 		t.Fatalf("an older worker on a newer schema: %v", err)
 	}
 	var version int

@@ -1,10 +1,10 @@
-package receipts_test
+package ledger_test
 
 import (
 	"testing"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // TestEraseMatchesWholeAddressesOnly: an address is found as a whole address only, raw or
@@ -93,11 +93,11 @@ func TestEraseMatchesWholeAddressesOnly(t *testing.T) {
 		{"a+b@x.com", "b@x.com", false},
 	}
 	for _, c := range cases {
-		if got := receipts.MentionsAddress([]string{c.addr}, c.text); got != c.want {
+		if got := ledger.MentionsAddress([]string{c.addr}, c.text); got != c.want {
 			t.Errorf("Go: %q in %q = %v, want %v", c.addr, c.text, got, c.want)
 		}
 		var got bool
-		if err := pool.QueryRow(t.Context(), `SELECT $1 ~* $2`, c.text, receipts.AddressPattern([]string{c.addr})).Scan(&got); err != nil {
+		if err := pool.QueryRow(t.Context(), `SELECT $1 ~* $2`, c.text, ledger.AddressPattern([]string{c.addr})).Scan(&got); err != nil {
 			t.Fatal(err)
 		}
 		if got != c.want {
@@ -113,7 +113,7 @@ func TestEraseMatchesWholeAddressesOnly(t *testing.T) {
 		{"bob@example.net", "[erased]"},
 		{"bob@example.network x", "bob@example.network x"},
 	} {
-		got, err := receipts.RedactAddresses(t.Context(), pool, []string{"bob@example.net"}, c.text)
+		got, err := ledger.RedactAddresses(t.Context(), pool, []string{"bob@example.net"}, c.text)
 		if err != nil || got != c.want {
 			t.Errorf("redacting %q = %q (%v), want %q", c.text, got, err, c.want)
 		}

@@ -1,12 +1,12 @@
-package receipts_test
+package ledger_test
 
 import (
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/receipts"
 )
 
 // TestHoldRejectedTaskIsIdempotent: the same task (queue, task id, payload) held twice — its
@@ -16,7 +16,7 @@ func TestHoldRejectedTaskIsIdempotent(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	pool := testenv.DB(t)
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	hold := func(taskID, queue, payload string) int64 {
 		t.Helper()
 		id, err := s.HoldRejectedTask(ctx, "herald:dispatch", taskID, queue, "newer", []byte(payload))
@@ -52,7 +52,7 @@ func TestHeldPayloadsDroppedAfterSecretRetention(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	pool := testenv.DB(t)
-	s := receipts.New(pool)
+	s := ledger.New(pool)
 	var old, young, other int64
 	for _, h := range []struct {
 		id    *int64
@@ -97,7 +97,7 @@ func TestHeldPayloadsDroppedAfterSecretRetention(t *testing.T) {
 func TestHoldWithUncleanTaskID(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	s := receipts.New(testenv.DB(t))
+	s := ledger.New(testenv.DB(t))
 	for _, c := range []struct{ taskID, queue string }{{"t\x00x", "q"}, {"t\xffx", "q"}, {"t", "q\x00"}, {"t2", "q\xff"}} {
 		first, err := s.HoldRejectedTask(ctx, "herald:dispatch", c.taskID, c.queue, "newer", []byte(`{"v":2}`))
 		if err != nil {
