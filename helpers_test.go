@@ -3,10 +3,7 @@ package herald_test
 import (
 	"context"
 	"io/fs"
-	"testing"
 	"testing/fstest"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/heraldhq/herald/events"
 )
@@ -22,13 +19,4 @@ func (brokenTemplates) Recipients(context.Context, *events.Dispatch, events.Chan
 }
 func (brokenTemplates) Templates() fs.FS {
 	return fstest.MapFS{"email.html.tmpl": {Data: []byte("{{ .unclosed ")}}
-}
-
-func cfgRedis(t *testing.T, url string) asynq.RedisConnOpt {
-	t.Helper()
-	opt, err := asynq.ParseRedisURI(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return opt
 }

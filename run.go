@@ -26,99 +26,37 @@ import (
 	"github.com/heraldhq/herald/channels/capture"
 	"github.com/heraldhq/herald/channels/email"
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/engine"
 	"github.com/heraldhq/herald/receipts"
-	"github.com/heraldhq/herald/tasks"
 	"github.com/heraldhq/herald/templates"
 )
 
-// Run starts a worker — the asynq server with its handlers, the promoter/sweeper, and the HTTP
-// endpoints /healthz and /readyz — and blocks until ctx is canceled, then shuts down gracefully
-// (running deliveries get ShutdownTimeout to finish). A start-up problem (bad setting, server not
-// answering, Redis older than 6.2, template error) is returned at once.
+// Run starts a worker — the asynq server with its handlers, the promoter and the sweeper, and
+// the HTTP endpoints /healthz, /readyz and /metrics — and blocks until ctx is canceled, then
+// shuts down gracefully (running deliveries get ShutdownTimeout to finish). A start-up problem
+// (bad setting, server not answering, Redis older than 6.2, template error) is returned at once.
 func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	log := cfg.logger()
-	if reg == nil {
-		return errors.New("herald: no event registry")
-	}
-	renderer, err := templates.New(reg)
-	if err != nil {
-		return fmt.Errorf("herald: %w", err)
-	}
-
-	pool := cfg.DB
-	if pool == nil {
-		if pool, err = OpenDB(ctx, cfg.DatabaseURL); err != nil {
-			return err
-		}
-		defer pool.Close()
-	}
-	if cfg.Migrate != "off" {
-		if err := receipts.Migrate(ctx, pool); err != nil {
-			return fmt.Errorf("herald: apply migrations (or set HERALD_MIGRATE=off and run `worker migrate`): %w", err)
-		}
-	} else if err := waitForSchema(ctx, pool, log); err != nil || ctx.Err() != nil {
-		return err
-	}
-	redisOpt, _ := asynq.ParseRedisURI(cfg.RedisURL)
-	if err := checkRedis(ctx, redisOpt, log); err != nil {
-		return err
-	}
-
-	from, _ := mail.ParseAddress(cfg.MailFrom)
-	senders := map[string]channels.Sender{}
-	if cfg.SMTPURL == "capture://" {
-		senders[events.TransportEmail] = capture.New(pool)
-		log.Warn().Msg("HERALD_SMTP_URL=capture://: mail is stored in the development mailbox, not sent")
-	} else {
-		helo := strings.TrimSpace(cfg.MessageIDDomain) // fully qualified, unlike many host names
-		if helo == "" {
-			_, helo, _ = strings.Cut(from.Address, "@")
-		}
-		s, err := email.New(email.Config{URL: cfg.SMTPURL, PoolSize: cfg.Concurrency, SendTimeout: cfg.SendTimeout,
-			HELO: helo, CAFile: cfg.SMTPCAFile})
-		if err != nil {
-			return err
-		}
-		defer func() { _ = s.Close() }() //nolint:contextcheck // Close ends pooled connections; there is no request to pass
-		senders[events.TransportEmail] = s
-		log.Info().Str("smtp", s.Endpoint().String()).Str("helo", s.HELO()).Msg("email transport configured")
-	}
-	for k, s := range cfg.Senders {
-		senders[k] = s
-	}
-
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	w, err := tasks.NewWorker(tasks.Config{
-		Metrics: metrics, Redis: redisOpt, DB: pool, Registry: reg, Renderer: renderer, Senders: senders, SecretKeys: cfg.SecretKeys,
-		Logger: &log, MailFrom: events.Address{Name: from.Name, Address: from.Address}, MessageIDDomain: cfg.MessageIDDomain,
-		Queue: cfg.Queue, Concurrency: cfg.Concurrency, Lease: cfg.Lease, TaskTimeout: cfg.TaskTimeout,
-		SendTimeout: cfg.SendTimeout, ShutdownTimeout: cfg.ShutdownTimeout, TaskCheckInterval: cfg.TaskCheckInterval,
-		PromoterInterval: cfg.PromoterInterval, Horizon: cfg.Horizon, BackoffMin: cfg.BackoffMin, BackoffMax: cfg.BackoffMax,
-		MaxAttempts: cfg.MaxAttempts, UnknownEventFor: cfg.UnknownEventFor, IdempotencyWindow: cfg.IdempotencyWindow,
-		SecretRetention: cfg.SecretRetention, NewerPayloadFor: cfg.NewerPayloadFor, Retention: cfg.Retention,
-		RejectedRetention: cfg.RejectedRetention, MailboxRetention: cfg.MailboxRetention,
-	})
-	if err != nil {
-		return fmt.Errorf("herald: %w", err)
+	e, err := build(ctx, cfg, reg, metrics)
+	if errors.Is(err, errStopped) {
+		return nil // stopped while waiting for the schema: a clean stop, as after serving
 	}
-	defer func() { _ = w.Close() }()
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	cfg, log, w := e.cfg, e.log, e.worker
 
 	var srv *http.Server
 	addr := ""
-	if cfg.HTTPAddr == "" {
-		cfg.HTTPAddr = ":8080"
-	}
 	if cfg.HTTPAddr != "off" {
 		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr)
 		if err != nil {
 			return fmt.Errorf("herald: HERALD_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 		}
 		addr = ln.Addr().String()
-		srv = &http.Server{Handler: httpHandler(pool, redisOpt, metrics), ReadHeaderTimeout: 10 * time.Second}
+		srv = &http.Server{Handler: httpHandler(cfg.DB, cfg.Redis, metrics), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Err(err).Msg("http server stopped")
@@ -151,6 +89,101 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 	w.Shutdown()
 	log.Info().Msg("herald worker stopped")
 	return nil
+}
+
+// errStopped: ctx ended while build was waiting (for `worker migrate`).
+var errStopped = errors.New("herald: stopped before the worker was built")
+
+// built is a worker with everything it was built from: the settings as they run (defaults
+// applied, Redis, DB, Senders and Logger filled in), its logger, and what to close after it.
+type built struct {
+	cfg     Config
+	log     zerolog.Logger
+	worker  *engine.Worker
+	closers []func()
+}
+
+func (b *built) close() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		b.closers[i]()
+	}
+}
+
+// build validates cfg and makes a worker, ready to Start or to mount: the pool opened and
+// migrated (or waited for), Redis checked, the email transport configured.
+func build(ctx context.Context, cfg Config, reg *events.Registry, metrics prometheus.Registerer) (_ *built, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if reg == nil {
+		return nil, errors.New("herald: no event registry")
+	}
+	cfg = cfg.WithDefaults()
+	b := &built{log: cfg.logger()}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	log := b.log
+	cfg.Logger = &b.log
+	renderer, err := templates.New(reg)
+	if err != nil {
+		return nil, fmt.Errorf("herald: %w", err)
+	}
+	if cfg.DB == nil {
+		if cfg.DB, err = OpenDB(ctx, cfg.DatabaseURL); err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, cfg.DB.Close)
+	}
+	if cfg.Migrate != "off" {
+		if err := receipts.Migrate(ctx, cfg.DB); err != nil {
+			return nil, fmt.Errorf("herald: apply migrations (or set HERALD_MIGRATE=off and run `worker migrate`): %w", err)
+		}
+	} else if err := waitForSchema(ctx, cfg.DB, log); err != nil {
+		return nil, err
+	} else if ctx.Err() != nil {
+		return nil, errStopped
+	}
+	if cfg.Redis == nil {
+		cfg.Redis, _ = asynq.ParseRedisURI(cfg.RedisURL) // checked by Validate
+	}
+	if err := checkRedis(ctx, cfg.Redis, log); err != nil {
+		return nil, err
+	}
+
+	senders := map[string]channels.Sender{}
+	if cfg.SMTPURL == "capture://" {
+		senders[events.TransportEmail] = capture.New(cfg.DB)
+		log.Warn().Msg("HERALD_SMTP_URL=capture://: mail is stored in the development mailbox, not sent")
+	} else {
+		from, _ := mail.ParseAddress(cfg.MailFrom)     // checked by Validate
+		helo := strings.TrimSpace(cfg.MessageIDDomain) // fully qualified, unlike many host names
+		if helo == "" {
+			_, helo, _ = strings.Cut(from.Address, "@")
+		}
+		s, err := email.New(email.Config{URL: cfg.SMTPURL, PoolSize: cfg.Concurrency, SendTimeout: cfg.SendTimeout,
+			HELO: helo, CAFile: cfg.SMTPCAFile})
+		if err != nil {
+			return nil, err
+		}
+		b.closers = append(b.closers, func() { _ = s.Close() }) //nolint:contextcheck // Close ends pooled connections; there is no request to pass
+		senders[events.TransportEmail] = s
+		log.Info().Str("smtp", s.Endpoint().String()).Str("helo", s.HELO()).Msg("email transport configured")
+	}
+	for k, s := range cfg.Senders {
+		senders[k] = s
+	}
+	cfg.Senders = senders
+
+	w, err := engine.NewWorker(engine.Config(cfg), engine.Deps{Registry: reg, Renderer: renderer, Metrics: metrics})
+	if err != nil {
+		return nil, fmt.Errorf("herald: %w", err)
+	}
+	b.closers = append(b.closers, func() { _ = w.Close() })
+	b.cfg, b.worker = cfg, w
+	return b, nil
 }
 
 // OpenDB opens and pings a PostgreSQL pool. Errors name the host, never the password.

@@ -1,12 +1,11 @@
-// Package tasks is Herald's asynq glue: the stable task types (herald:dispatch, herald:deliver),
-// their payload codecs, the producer Client (Dispatch over Redis, DispatchTx inside the
-// application's transaction), the fan-out and deliver handlers, the promoter/sweeper, and the
-// construction of the asynq server.
+// Package tasks is what asynq carries for Herald: the stable task type names (herald:dispatch,
+// herald:deliver), their payloads with the codecs that check them, the deterministic task ids,
+// and the handler that decodes a task and hands it to the engine through the small Handlers
+// interface.
 //
-// Postgres owns the truth; asynq only wakes workers. Task ids are deterministic and carry the
-// attempt ("dispatch:<id>:<attempt>", "deliver:<receipt>:<attempt>"), so re-enqueueing the same
-// work is a harmless conflict. Retry schedules live in Postgres; asynq's own retries only
-// recover crashed workers and database outages.
+// Payloads carry references and sealed secrets only: never rows, rendered bodies or a secret
+// in clear (they stay in Redis, and archived ones for months). Producers do not use this
+// package: they dispatch through herald.Client.
 //
-// It is the only public package below the root that imports asynq.
+// It imports events, asynq and the standard library; never the engine.
 package tasks

@@ -2,19 +2,16 @@ package tasks
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/canon"
 )
 
 // Stable task type names, independent of Go type names.
@@ -22,6 +19,10 @@ const (
 	TypeDispatch = "herald:dispatch"
 	TypeDeliver  = "herald:deliver"
 )
+
+// MaxPayloadBytes bounds a dispatch task: payloads carry references and small variables, never
+// rows or bodies (asynq keeps payloads in Redis, and archived ones for months).
+const MaxPayloadBytes = 64 << 10
 
 // DispatchPayload is the herald:dispatch task. On first sight it carries everything needed to
 // create the dispatch row; tasks enqueued later (retries, the promoter) carry the id alone.
@@ -80,7 +81,7 @@ func DecodeDispatch(b []byte) (DispatchPayload, error) {
 		return p, fmt.Errorf("%w: dispatch_id %q is not a UUID", ErrMalformedPayload, clip(p.DispatchID))
 	}
 	if len(p.Vars) > 0 {
-		if _, err := canonicalVars(p.Vars); err != nil {
+		if _, err := canon.Vars(p.Vars); err != nil {
 			return p, fmt.Errorf("%w: vars: %w", ErrMalformedPayload, err)
 		}
 	}
@@ -147,139 +148,3 @@ func DispatchTaskID(id string, attempt int) string { return fmt.Sprintf("dispatc
 
 // DeliverTaskID is the deterministic id of a deliver task for the given attempt count.
 func DeliverTaskID(id string, attempt int) string { return fmt.Sprintf("deliver:%s:%d", id, attempt) }
-
-// roundUp rounds t up to the next whole second: asynq truncates ProcessAt to seconds, which
-// would run a delayed task up to a second early.
-func roundUp(t time.Time) time.Time {
-	if r := t.Truncate(time.Second); !r.Equal(t) {
-		return r.Add(time.Second)
-	}
-	return t
-}
-
-// canonicalVars re-encodes vars as canonical JSON: sorted keys, numbers kept exactly as given.
-func canonicalVars(raw json.RawMessage) (json.RawMessage, error) {
-	if len(raw) == 0 {
-		return json.RawMessage("{}"), nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v map[string]any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("variables must be a JSON object: %w", err)
-	}
-	if v == nil {
-		v = map[string]any{}
-	}
-	return json.Marshal(v)
-}
-
-// Fingerprint identifies a dispatch's arguments for idempotency: the event, the references and
-// the non-secret variables, as canonical JSON.
-func Fingerprint(eventID string, refs []events.Ref, vars json.RawMessage) (string, error) {
-	cv, err := canonicalVars(vars)
-	if err != nil {
-		return "", err
-	}
-	if refs == nil {
-		refs = []events.Ref{}
-	}
-	b, err := json.Marshal(struct {
-		E string          `json:"e"`
-		R []events.Ref    `json:"r"`
-		V json.RawMessage `json:"v"`
-	}{eventID, refs, cv})
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
-}
-
-// storableText refuses text PostgreSQL cannot store: NUL characters (text and jsonb refuse them)
-// and invalid UTF-8 (which JSON encoding would silently replace).
-func storableText(what, s string) error {
-	if strings.ContainsRune(s, 0) {
-		return fmt.Errorf("%s contains a NUL character, which PostgreSQL cannot store", what)
-	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%s is not valid UTF-8", what)
-	}
-	return nil
-}
-
-// storableJSON refuses a JSON document holding a string (key or value) with a NUL character:
-// jsonb refuses \u0000 with SQLSTATE 22P05.
-func storableJSON(raw json.RawMessage) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return err
-	}
-	return walkStrings(v, "")
-}
-
-func walkStrings(v any, path string) error {
-	switch v := v.(type) {
-	case string:
-		if strings.ContainsRune(v, 0) {
-			return fmt.Errorf("the value at %q contains a NUL character, which PostgreSQL cannot store", cmpOr(path, "."))
-		}
-	case map[string]any:
-		for k, e := range v {
-			if strings.ContainsRune(k, 0) {
-				return fmt.Errorf("a key under %q contains a NUL character, which PostgreSQL cannot store", cmpOr(path, "."))
-			}
-			if err := walkStrings(e, path+"."+k); err != nil {
-				return err
-			}
-		}
-	case []any:
-		for i, e := range v {
-			if err := walkStrings(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// goStrings refuses invalid UTF-8 in the strings of a variable's Go value before JSON encoding
-// would silently replace it (and so change the value). Other types are checked after encoding.
-func goStrings(v any, path string) error {
-	switch v := v.(type) {
-	case string:
-		if !utf8.ValidString(v) {
-			return fmt.Errorf("the value at %q is not valid UTF-8", path)
-		}
-	case []string:
-		for i, e := range v {
-			if err := goStrings(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	case []any:
-		for i, e := range v {
-			if err := goStrings(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
-				return err
-			}
-		}
-	case map[string]any:
-		for k, e := range v {
-			if err := storableText("a key under "+path, k); err != nil {
-				return err
-			}
-			if err := goStrings(e, path+"."+k); err != nil {
-				return err
-			}
-		}
-	case map[string]string:
-		for k, e := range v {
-			if err := goStrings(e, path+"."+k); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}

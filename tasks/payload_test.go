@@ -5,9 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/heraldhq/herald/events"
+	"github.com/heraldhq/herald/internal/canon"
 )
 
 func TestDecodePayloads(t *testing.T) {
@@ -105,64 +105,8 @@ func FuzzDecodeDispatch(f *testing.F) {
 		if len(p.Vars) > 0 && !json.Valid(p.Vars) {
 			t.Fatalf("accepted invalid vars %q", p.Vars)
 		}
-		if _, err := Fingerprint(p.EventID, p.Refs, p.Vars); err != nil && len(p.Vars) > 0 && p.Vars[0] == '{' {
+		if _, err := canon.Fingerprint(p.EventID, p.Refs, p.Vars); err != nil && len(p.Vars) > 0 && p.Vars[0] == '{' {
 			t.Logf("fingerprint refuses %q: %v", p.Vars, err)
 		}
 	})
-}
-
-func TestFingerprintCanonical(t *testing.T) {
-	t.Parallel()
-	refs := []events.Ref{{Name: "user", Resource: "users", ID: "1"}}
-	a, _ := Fingerprint("a.b", refs, json.RawMessage(`{"x":1,"y":"z"}`))
-	b, _ := Fingerprint("a.b", refs, json.RawMessage(`{ "y":"z", "x":1 }`))
-	c, _ := Fingerprint("a.b", refs, json.RawMessage(`{"x":1.0,"y":"z"}`))
-	d, _ := Fingerprint("a.c", refs, json.RawMessage(`{"x":1,"y":"z"}`))
-	if a != b {
-		t.Error("key order or spacing changed the fingerprint")
-	}
-	if a == c {
-		t.Error("1 and 1.0 must differ: numbers are kept exactly as given")
-	}
-	if a == d {
-		t.Error("the event id is not in the fingerprint")
-	}
-	if _, err := Fingerprint("a.b", refs, json.RawMessage(`[1]`)); err == nil {
-		t.Error("non-object variables accepted")
-	}
-}
-
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	b := Backoff{Min: 5 * time.Second, Max: 10 * time.Minute}
-	for _, tc := range []struct {
-		attempt int
-		lo, hi  time.Duration
-	}{
-		{1, 2500 * time.Millisecond, 5 * time.Second},
-		{2, 5 * time.Second, 10 * time.Second},
-		{3, 10 * time.Second, 20 * time.Second},
-		{8, 5 * time.Minute, 10 * time.Minute},
-		{30, 5 * time.Minute, 10 * time.Minute},
-	} {
-		for range 50 {
-			if d := b.Delay(tc.attempt); d < tc.lo || d > tc.hi {
-				t.Fatalf("attempt %d: %v outside [%v, %v]", tc.attempt, d, tc.lo, tc.hi)
-			}
-		}
-	}
-}
-
-func TestRoundUp(t *testing.T) {
-	t.Parallel()
-	base := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
-	for in, want := range map[time.Time]time.Time{
-		base:                             base,
-		base.Add(time.Nanosecond):        base.Add(time.Second),
-		base.Add(999 * time.Millisecond): base.Add(time.Second),
-	} {
-		if got := roundUp(in); !got.Equal(want) {
-			t.Errorf("roundUp(%v) = %v, want %v", in, got, want)
-		}
-	}
 }

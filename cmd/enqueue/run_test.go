@@ -17,6 +17,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/seal"
@@ -628,7 +629,7 @@ func TestErase(t *testing.T) {
 	if st, _ := store.Status(ctx, ledger.KindDispatch, queued); st != ledger.DispatchCanceled {
 		t.Errorf("the dispatch queued in Redis: %q, want a canceled tombstone", st)
 	}
-	if queuedNow, err := (&env{getenv: func(k string) string { return b.env[k] }}).queued(ctx, queued); err != nil || queuedNow {
+	if queuedNow, err := testEnv(t, b.env).queued(ctx, queued); err != nil || queuedNow {
 		t.Errorf("the dispatch naming them is still queued in Redis: %v %v", queuedNow, err)
 	}
 	// It settles; the same erasure again finishes the job.
@@ -683,7 +684,7 @@ func TestEraseRefusesAPartialAddress(t *testing.T) {
 			t.Errorf("erase --recipient %q: %v\n%s", partial, err, out)
 		}
 	}
-	if queuedNow, err := (&env{getenv: func(k string) string { return b.env[k] }}).queued(ctx, queued); err != nil || !queuedNow {
+	if queuedNow, err := testEnv(t, b.env).queued(ctx, queued); err != nil || !queuedNow {
 		t.Errorf("the dispatch naming someone at the domain left the queue: %v %v", queuedNow, err)
 	}
 	if st, _ := store.Status(ctx, ledger.KindDispatch, queued); st == ledger.DispatchCanceled {
@@ -762,4 +763,15 @@ func TestRejectedRequeue(t *testing.T) {
 	if _, err := b.run(t, "rejected", "requeue", strconv.FormatInt(held, 10)); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("a second requeue of the same row: %v", err)
 	}
+}
+
+// testEnv is the command environment run builds, on the settings in vars.
+func testEnv(t *testing.T, vars map[string]string) *env {
+	t.Helper()
+	get := func(k string) string { return vars[k] }
+	cfg, err := herald.ClientConfigFromEnv(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{getenv: get, cfg: cfg}
 }

@@ -22,11 +22,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/tasks"
 )
 
 // slowRelay is an SMTP front for an emailtest server: it reads each message, waits a random
@@ -132,7 +132,7 @@ func TestKilledWorkersLoseNothing(t *testing.T) {
 		SELECT i::text, 'user' || i || '@example.com', 'User ' || i FROM generate_series(1, $1) i`, n); err != nil {
 		t.Fatal(err)
 	}
-	client, err := tasks.NewClient(tasks.ClientConfig{Redis: testenv.RedisOpt(t), SecretKeys: keys, Queue: queue, TaskTimeout: 7 * time.Second})
+	client, err := herald.NewClient(herald.Config{Redis: testenv.RedisOpt(t), SecretKeys: keys, Queue: queue, TaskTimeout: 7 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,9 @@ func TestKilledWorkersLoseNothing(t *testing.T) {
 			refs := []events.Ref{{Name: "user", Resource: "users", ID: strconv.Itoa(i + 1)}}
 			var err error
 			if i%2 == 0 {
-				ids[i], err = client.Dispatch(ctx, "accounts.password_reset", refs, nil)
+				var r herald.DispatchResult
+				r, err = client.Dispatch(ctx, "accounts.password_reset", refs, nil)
+				ids[i] = r.ID
 			} else {
 				err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 					r, err := client.DispatchTx(ctx, tx, "accounts.password_reset", refs, nil)

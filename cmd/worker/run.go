@@ -11,7 +11,7 @@ import (
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/cli"
-	"github.com/heraldhq/herald/internal/ledger"
+	"github.com/heraldhq/herald/receipts"
 )
 
 type root struct {
@@ -62,7 +62,7 @@ func migrate(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	defer cfg.DB.Close()
-	if err := ledger.Migrate(ctx, cfg.DB); err != nil {
+	if err := receipts.Migrate(ctx, cfg.DB); err != nil {
 		return err
 	}
 	return examples.Migrate(ctx, cfg.DB)

@@ -27,11 +27,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/internal/ledger"
 	"github.com/heraldhq/herald/internal/testenv"
-	"github.com/heraldhq/herald/tasks"
 )
 
 // prevRelease is the commit of the previous Herald release, whose worker TestRollingUpgrade runs
@@ -106,7 +106,7 @@ func TestRollingUpgrade(t *testing.T) {
 		SELECT i::text, 'user' || i || '@example.com', 'User ' || i FROM generate_series(1, $1) i`, users); err != nil {
 		t.Fatal(err)
 	}
-	client, err := tasks.NewClient(tasks.ClientConfig{Redis: testenv.RedisOpt(t), SecretKeys: keys, Queue: queue, TaskTimeout: 7 * time.Second})
+	client, err := herald.NewClient(herald.Config{Redis: testenv.RedisOpt(t), SecretKeys: keys, Queue: queue, TaskTimeout: 7 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +338,7 @@ type producer struct {
 	ids      []string // the dispatch to user i+1
 }
 
-func startProducer(t *testing.T, client *tasks.Client, db *pgxpool.Pool) *producer {
+func startProducer(t *testing.T, client *herald.Client, db *pgxpool.Pool) *producer {
 	t.Helper()
 	p := &producer{halt: make(chan struct{}), done: make(chan struct{})}
 	t.Cleanup(func() { p.haltOnce.Do(func() { close(p.halt) }); <-p.done }) // before the pool closes
@@ -358,7 +358,9 @@ func startProducer(t *testing.T, client *tasks.Client, db *pgxpool.Pool) *produc
 			var id string
 			var err error
 			if i%2 == 0 {
-				id, err = client.Dispatch(ctx, "accounts.password_reset", refs, nil)
+				var r herald.DispatchResult
+				r, err = client.Dispatch(ctx, "accounts.password_reset", refs, nil)
+				id = r.ID
 			} else {
 				err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 					r, err := client.DispatchTx(ctx, tx, "accounts.password_reset", refs, nil)

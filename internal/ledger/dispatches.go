@@ -78,7 +78,7 @@ const (
 // InsertResult is InsertDispatch's answer.
 type InsertResult struct {
 	Outcome InsertOutcome
-	Of      string    // the dispatch holding the idempotency key (Duplicate, Conflict)
+	Of      string       // the dispatch holding the idempotency key (Duplicate, Conflict)
 	Row     *DispatchRow // the inserted row (Inserted)
 }
 

@@ -25,7 +25,7 @@ const Erased = "[erased]"
 const erasedIDPrefix = "erased:"
 
 // EraseReason is recorded on the deliveries and dispatches an erasure cancels (here and, for
-// the queued tasks, in tasks.EraseQueued).
+// the queued tasks, in engine.EraseQueued).
 const EraseReason = "recipient erased"
 
 // droppedNote ends the reason of a rejected task whose kept payload an erasure dropped.
@@ -45,7 +45,7 @@ type EraseRequest struct {
 	// Actor names who asked for the erasure; it is recorded in the audit row.
 	Actor string
 	// QueuedDeleted and QueuedActive are what the caller erased from Redis just before
-	// (tasks.EraseQueued): recorded in the audit row. Active tasks count as in flight.
+	// (engine.EraseQueued): recorded in the audit row. Active tasks count as in flight.
 	QueuedDeleted, QueuedActive int64
 }
 
@@ -969,7 +969,7 @@ func wordRuneAt(s string, i int) bool {
 
 // AddressMatcher finds addresses as EraseRecipient does: in any letter case, raw or escaped as
 // URLs and HTML write them, and only as whole addresses (bob@x.com is not in abob@x.com).
-// tasks.EraseQueued uses it on the payloads queued in Redis.
+// engine.EraseQueued uses it on the payloads queued in Redis.
 type AddressMatcher struct{ t terms }
 
 // NewAddressMatcher returns a matcher of addrs, blank ones (and a lone "@") skipped. Every

@@ -55,7 +55,7 @@ func TestEraseTakesAddressesNetMailRefuses(t *testing.T) {
 }
 
 // TestEraseByIDWithAStoredPartialAddress: erasing by recipient id passes the addresses its
-// deliveries went to on to tasks.EraseQueued; one stored malformed ("ann@", a failed delivery)
+// deliveries went to on to engine.EraseQueued; one stored malformed ("ann@", a failed delivery)
 // must not abort the erasure.
 func TestEraseByIDWithAStoredPartialAddress(t *testing.T) {
 	t.Parallel()
