@@ -27,6 +27,7 @@ import (
 	"github.com/heraldhq/herald/channels/email"
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/internal/engine"
+	"github.com/heraldhq/herald/internal/redisconn"
 	"github.com/heraldhq/herald/receipts"
 	"github.com/heraldhq/herald/templates"
 )
@@ -56,7 +57,12 @@ func Run(ctx context.Context, cfg Config, reg *events.Registry) error {
 			return fmt.Errorf("herald: HERALD_HTTP_ADDR %s: %w", cfg.HTTPAddr, err)
 		}
 		addr = ln.Addr().String()
-		srv = &http.Server{Handler: httpHandler(cfg.DB, cfg.Redis, metrics), ReadHeaderTimeout: 10 * time.Second}
+		rc, err := redisconn.New(cfg.Redis) // /readyz's; checked by build
+		if err != nil {
+			return fmt.Errorf("herald: %w", err)
+		}
+		defer func() { _ = rc.Close() }()
+		srv = &http.Server{Handler: httpHandler(cfg.DB, rc, metrics), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error().Err(err).Msg("http server stopped")
@@ -216,9 +222,9 @@ func redactPassword(s, pw string) string {
 // checkRedis refuses Redis older than 6.2 (asynq's archive script needs it) and warns loudly
 // when eviction could drop queue keys.
 func checkRedis(ctx context.Context, opt asynq.RedisConnOpt, log zerolog.Logger) error {
-	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil
+	rc, err := redisconn.New(opt)
+	if err != nil {
+		return fmt.Errorf("herald: %w", err)
 	}
 	defer func() { _ = rc.Close() }()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -252,8 +258,7 @@ func atLeast(version string, major, minor int) bool {
 	return ma > major || ma == major && mi >= minor
 }
 
-func httpHandler(pool *pgxpool.Pool, opt asynq.RedisConnOpt, metrics *prometheus.Registry) http.Handler {
-	rc, _ := opt.MakeRedisClient().(redis.UniversalClient)
+func httpHandler(pool *pgxpool.Pool, rc redis.UniversalClient, metrics *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -266,10 +271,8 @@ func httpHandler(pool *pgxpool.Pool, opt asynq.RedisConnOpt, metrics *prometheus
 		if err := pool.Ping(ctx); err != nil {
 			problems = append(problems, "postgres: unreachable")
 		}
-		if rc != nil {
-			if err := rc.Ping(ctx).Err(); err != nil {
-				problems = append(problems, "redis: unreachable")
-			}
+		if err := rc.Ping(ctx).Err(); err != nil {
+			problems = append(problems, "redis: unreachable")
 		}
 		if len(problems) > 0 {
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -40,7 +40,8 @@ func listPackages(t *testing.T) map[string]pkg {
 // testOnly reports whether path is a package for tests only: the test environment, the fault
 // proxy, and the transport test kits.
 func testOnly(path string) bool {
-	for _, p := range []string{"/internal/testenv", "/internal/faultproxy", "/channels/channeltest", "/channels/email/emailtest"} {
+	for _, p := range []string{"/internal/testenv", "/internal/faultproxy", "/channels/channeltest", "/channels/email/emailtest",
+		"/internal/ledger/ledgertest"} {
 		if path == mod+p {
 			return true
 		}
@@ -68,6 +69,8 @@ func TestDependencyDirection(t *testing.T) {
 				t.Errorf("templates imports %s; it may import events and the standard library only", imp)
 			case rel == "receipts" && (strings.HasPrefix(imp, mod+"/channels") || strings.HasPrefix(imp, mod+"/tasks")):
 				t.Errorf("receipts imports %s", imp)
+			case imp == mod+"/internal/engine" && !strings.HasPrefix(rel, "cmd/") && rel != "":
+				t.Errorf("%s imports the engine; only the root package and cmd/ may (the engine imports the others)", path)
 			case !strings.HasPrefix(rel, "cmd/") && strings.HasPrefix(imp, mod+"/cmd"):
 				t.Errorf("%s imports a command (%s)", path, imp)
 			case testOnly(imp) && !testOnly(path):
@@ -84,7 +87,8 @@ func TestDependencyDirection(t *testing.T) {
 			continue
 		}
 		switch {
-		case rel == "", rel == "tasks", strings.HasPrefix(rel, "cmd/"), strings.HasPrefix(rel, "internal/"):
+		case rel == "", rel == "tasks", strings.HasPrefix(rel, "cmd/"), strings.HasPrefix(rel, "internal/"),
+			strings.HasPrefix(rel, "examples/") && strings.Contains(rel, "/cmd/"): // programs built on herald
 		default:
 			t.Errorf("%s depends on asynq; only tasks, the root package, cmd/ and internal/ may", path)
 		}

@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/hibiken/asynq"
 	"github.com/joho/godotenv"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/heraldhq/herald/internal/redisconn"
 )
 
 type exitCode int
@@ -32,21 +33,12 @@ func init() {
 
 // PingRedis checks that Redis answers, naming the variable to fix when it does not.
 func PingRedis(ctx context.Context, opt asynq.RedisConnOpt) error {
-	rc, ok := opt.MakeRedisClient().(redis.UniversalClient)
-	if !ok {
-		return nil
+	rc, err := redisconn.New(opt)
+	if err != nil {
+		return err
 	}
 	defer func() { _ = rc.Close() }()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := rc.Ping(ctx).Err(); err != nil {
-		addr := ""
-		if o, ok := opt.(asynq.RedisClientOpt); ok {
-			addr = " at " + o.Addr
-		}
-		return fmt.Errorf("Redis%s (HERALD_REDIS_URL) does not answer: %w", addr, err)
-	}
-	return nil
+	return redisconn.Ping(ctx, rc, opt)
 }
 
 // Help is a command that prints the usage, of the program or of one command, and succeeds.

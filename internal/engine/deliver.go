@@ -79,57 +79,15 @@ func (w *Worker) deliverClaimed(ctx context.Context, c *ledger.Claim, pre *hydra
 	}
 	o.LastError = red.apply(o.LastError)
 	o.Subject = red.apply(o.Subject)
-	var fin ledger.Finished
-	err := w.record(ctx, func(ctx context.Context) error {
-		var err error
-		fin, err = w.store.FinishReceipt(ctx, r.ID, r.Attempt, o)
-		return err
-	})
-	if errors.Is(err, ledger.ErrTransition) {
-		if o.Status == ledger.ReceiptSent {
-			log.Info().Msg("confirmed send was already recorded (the receipt is final)")
-		} else {
-			log.Info().Str("outcome", string(o.Status)).Msg("lease was taken over before the outcome was recorded; the new owner carries on")
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("record outcome %s of receipt %s: %w", o.Status, r.ID, err)
-	}
-	if fin.Overtaken {
-		w.metrics.inDoubt.WithLabelValues(inDoubtOvertaken).Inc()
-		log.Warn().Msg("the confirmed send was recorded after another worker reclaimed the delivery during a PostgreSQL outage; it may have sent too (in doubt, same Message-ID)")
-	}
-	if o.InDoubt && o.Status != ledger.ReceiptFailed {
-		w.metrics.inDoubt.WithLabelValues(inDoubtLostReply).Inc()
-	}
-	w.metrics.deliveries.WithLabelValues(r.Transport, string(o.Status)).Inc()
-	switch o.Status {
-	case ledger.ReceiptSent:
-		w.alerts.clear(r.Transport)
-		log.Info().Str("message_id", o.MessageID).Msg("sent")
-		return nil
-	case ledger.ReceiptRetrying:
-		ev := log.Info()
-		if o.InDoubt {
-			ev = log.Warn().Bool("in_doubt", true)
-		}
-		ev.Str("reason", o.LastError).Time("due_at", o.DueAt).Msg("delivery will be retried")
-		if o.DueAt.Before(time.Now().Add(w.cfg.Horizon)) {
-			due := []ledger.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}}
-			if err := w.store.MarkReceiptsEnqueued(ctx, []string{r.ID}); err == nil {
-				w.enqueueReceiptTasks(ctx, due)
-			}
-		}
-		return asynq.RevokeTask
-	default:
-		log.Warn().Str("outcome", string(o.Status)).Str("reason", o.LastError).Msg("delivery ended without sending")
-		return asynq.RevokeTask
-	}
+	return w.recordDelivery(ctx, r, o, log)
 }
 
-// attempt decides and performs one delivery; it writes nothing. A panic in event, loader,
-// template or transport code is recovered into a temporary failure with a redacted reason.
+// attempt decides and performs one delivery, as steps: check its age, hydrate (unless the
+// fan-out handed the dispatch over), check ShouldSend, render, check the transport and (after a
+// reclaim) that the delivery is still ours, send, and map the answer to an outcome
+// (sendOutcome). It writes nothing: deliverClaimed records the outcome. A panic in event,
+// loader, template or transport code is recovered into a temporary failure with a redacted
+// reason.
 func (w *Worker) attempt(ctx context.Context, r *ledger.ReceiptRow, pre *hydrated, reclaimed bool) (o ledger.Outcome, red redactor) {
 	inSend := false
 	defer func() {
@@ -137,7 +95,7 @@ func (w *Worker) attempt(ctx context.Context, r *ledger.ReceiptRow, pre *hydrate
 			if row, err := w.store.GetDispatch(context.WithoutCancel(ctx), r.DispatchID); err == nil {
 				red = append(red, w.redactorOf(row)...)
 			}
-			o = w.temporary(r, red.apply(fmt.Sprintf("panic: %v", p)))
+			o = w.retryDelivery(r, red.apply(fmt.Sprintf("panic: %v", p)))
 			o.InDoubt = inSend // the transport may have taken the message before it panicked
 			w.log.Error().Str("receipt_id", r.ID).Str("event_id", r.EventID).Str("panic", o.LastError).
 				Msg("recovered a panic in event or transport code; the delivery will be retried (fix the code)")
@@ -162,7 +120,7 @@ func (w *Worker) attempt(ctx context.Context, r *ledger.ReceiptRow, pre *hydrate
 	ch := channelOf(pre.channels, r)
 	rc := events.Recipient{ID: r.RecipientID, Address: r.Recipient.Address, Name: r.Recipient.Name, Locale: r.Recipient.Locale}
 	if dec, err := events.ShouldSendOf(ctx, ev, d, ch, rc); err != nil {
-		return w.temporary(r, "should send: "+err.Error()), red
+		return w.retryDelivery(r, "should send: "+err.Error()), red
 	} else if !dec.Send {
 		return ledger.Outcome{Status: ledger.ReceiptSkipped, LastError: cmpOr(dec.Reason, "should_send said no")}, red
 	}
@@ -178,79 +136,47 @@ func (w *Worker) attempt(ctx context.Context, r *ledger.ReceiptRow, pre *hydrate
 		// The attempt this one took over may have recorded its confirmed send meanwhile (it was
 		// waiting for PostgreSQL): re-read the row just before sending.
 		if still, err := w.store.StillClaimed(ctx, r.ID, r.Attempt); err != nil {
-			return w.temporary(r, err.Error()), red
+			return w.retryDelivery(r, err.Error()), red
 		} else if !still {
 			return ledger.Outcome{}, red // no status: nothing to record
 		}
 	}
-	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
-	started := time.Now()
-	inSend = true
-	res, err := sender.Send(sctx, msg)
-	inSend = false
-	w.metrics.sendSeconds.WithLabelValues(r.Transport).Observe(time.Since(started).Seconds())
-	cancel()
-	if err == nil {
-		return ledger.Outcome{Status: ledger.ReceiptSent, Subject: msg.Subject, MessageID: msg.MessageID,
-			ProviderResponse: res.ProviderResponse}, red
+	res, err := w.send(ctx, sender, r.Transport, msg, &inSend)
+	reason := ""
+	if err != nil {
+		reason = red.apply(err.Error())
+		w.alertOnConfig(err, r, reason)
 	}
-	reason := red.apply(err.Error())
+	return sendOutcome(r.Attempt, r.MaxAttempts, msg, res, err, reason, time.Now(), w.backoff), red
+}
+
+// send hands msg to the transport, bounded by SendTimeout. *inSend is true while the transport
+// has it (a panic then may have sent).
+func (w *Worker) send(ctx context.Context, sender channels.Sender, transport string, msg channels.Message, inSend *bool) (channels.Result, error) {
+	sctx, cancel := context.WithTimeout(ctx, w.cfg.SendTimeout)
+	defer cancel()
+	started := time.Now()
+	*inSend = true
+	res, err := sender.Send(sctx, msg)
+	*inSend = false
+	w.metrics.sendSeconds.WithLabelValues(transport).Observe(time.Since(started).Seconds())
+	return res, err
+}
+
+// alertOnConfig raises the configuration alert once per transport when the transport refused
+// our session, credentials or TLS settings (cleared by the next send that goes through).
+func (w *Worker) alertOnConfig(err error, r *ledger.ReceiptRow, reason string) {
 	var ce *channels.Error
 	if errors.As(err, &ce) && ce.ConfigAlert && w.alerts.raise(r.Transport) {
 		w.log.Error().Str("alert", "transport_configuration").Str("transport", r.Transport).Str("receipt_id", r.ID).
 			Str("reason", reason).Msg("the transport refused our session, credentials or TLS settings: deliveries on it are retried until the configuration is fixed")
 	}
-	switch channels.ClassOf(err) {
-	case channels.Permanent:
-		return ledger.Outcome{Status: ledger.ReceiptFailed, Subject: msg.Subject, MessageID: msg.MessageID, LastError: reason}, red
-	case channels.RateLimited:
-		if ce != nil && ce.RetryAfter > 0 && r.Attempt < r.MaxAttempts {
-			return ledger.Outcome{Status: ledger.ReceiptRetrying, DueAt: time.Now().Add(ce.RetryAfter), LastError: reason}, red
-		}
-	}
-	o = w.temporary(r, reason)
-	o.Subject, o.MessageID = msg.Subject, msg.MessageID
-	if ce != nil && ce.InDoubt {
-		// The reply to the final "." was lost: the server may have queued the message. The retry
-		// carries the same Message-ID; the receipt is flagged and counted (counted window (b)).
-		o.InDoubt = true
-		o.LastError = "in doubt (the server may have accepted the message): " + o.LastError
-	}
-	return o, red
 }
 
-func (w *Worker) temporary(r *ledger.ReceiptRow, reason string) ledger.Outcome {
-	if r.Attempt >= r.MaxAttempts {
-		return ledger.Outcome{Status: ledger.ReceiptFailed, LastError: fmt.Sprintf("%s (gave up after %d attempts)", reason, r.Attempt)}
-	}
-	return ledger.Outcome{Status: ledger.ReceiptRetrying, DueAt: time.Now().Add(w.backoff.Delay(r.Attempt)), LastError: reason}
-}
-
-// hydrate loads what a delivery needs when the fan-out did not hand it over.
-func (w *Worker) hydrate(ctx context.Context, r *ledger.ReceiptRow) (*hydrated, *ledger.Outcome) {
-	row, err := w.store.GetDispatch(ctx, r.DispatchID)
-	if err != nil {
-		o := w.temporary(r, err.Error())
-		return nil, &o
-	}
-	if row.ScrubbedAt != nil {
-		return nil, &ledger.Outcome{Status: ledger.ReceiptFailed, LastError: "the dispatch's secrets were scrubbed (older than the secret retention)"}
-	}
-	ev, err := w.reg.Lookup(row.EventID)
-	if err != nil {
-		o := w.temporary(r, fmt.Sprintf("unknown event %q on this worker", row.EventID))
-		return nil, &o
-	}
-	d, red, err := w.buildDispatch(ctx, row)
-	switch {
-	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef), errors.Is(err, errBadSecret):
-		return nil, &ledger.Outcome{Status: ledger.ReceiptFailed, LastError: red.apply(err.Error())}
-	case err != nil:
-		o := w.temporary(r, red.apply(err.Error()))
-		return nil, &o
-	}
-	chs, _ := ev.Channels(ctx, d) // the receipt's own fields stand in if this fails
-	return &hydrated{ev: ev, d: d, red: red, channels: chs}, nil
+// retryDelivery is a temporary failure of this attempt: retried after the backoff, or failed once
+// the attempts are spent.
+func (w *Worker) retryDelivery(r *ledger.ReceiptRow, reason string) ledger.Outcome {
+	return retryOutcome(r.Attempt, r.MaxAttempts, reason, time.Now(), w.backoff)
 }
 
 // channelOf finds the receipt's channel among the event's channels, falling back to what the

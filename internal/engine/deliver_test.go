@@ -13,6 +13,7 @@ import (
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/internal/engine"
 	"github.com/heraldhq/herald/internal/ledger"
+	"github.com/heraldhq/herald/internal/ledger/ledgertest"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -96,7 +97,7 @@ func TestReclaimAfterCrash(t *testing.T) {
 	if _, out, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil || out != ledger.Claimed {
 		t.Fatalf("claim: %v %v", out, err)
 	}
-	if err := b.store.ExpireLeaseForTest(ctx, r.ID); err != nil {
+	if err := ledgertest.ExpireLease(ctx, b.pool, r.ID); err != nil {
 		t.Fatal(err)
 	}
 	b.start() // the promoter finds the expired lease and enqueues a reclaim
@@ -148,12 +149,9 @@ func TestSMTPReplies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { _ = s.Close() })
 		b.cfg.Senders["email"] = s
-		w, err := engine.NewWorker(b.cfg, b.workerDeps())
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.worker = w
+		b.rebuild(t)
 		b.start()
 		id := b.dispatch(t, "accounts.password_reset")
 		r := b.waitReceipt(id, ledger.ReceiptRetrying, 10*time.Second)

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/engine"
 	"github.com/heraldhq/herald/internal/ledger"
+	"github.com/heraldhq/herald/internal/ledger/ledgertest"
 	"github.com/heraldhq/herald/tasks"
 )
 
@@ -67,7 +68,7 @@ func TestInDoubtReclaimsCountedOnce(t *testing.T) {
 	if _, _, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil { // the worker that crashed
 		t.Fatal(err)
 	}
-	if err := b.store.ExpireLeaseForTest(ctx, r.ID); err != nil {
+	if err := ledgertest.ExpireLease(ctx, b.pool, r.ID); err != nil {
 		t.Fatal(err)
 	}
 	// The reclaim meets two ordinary temporary failures before it is sent.
@@ -349,7 +350,7 @@ func TestReclaimsAreBounded(t *testing.T) {
 		if _, out, err := b.store.ClaimReceipt(ctx, r.ID, time.Minute); err != nil || out != ledger.Claimed {
 			t.Fatalf("claim: %v %v", out, err)
 		}
-		if err := b.store.ExpireLeaseForTest(ctx, r.ID); err != nil {
+		if err := ledgertest.ExpireLease(ctx, b.pool, r.ID); err != nil {
 			t.Fatal(err)
 		}
 	}

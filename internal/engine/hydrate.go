@@ -131,3 +131,30 @@ func (w *Worker) redactorOf(row *ledger.DispatchRow) redactor {
 	}
 	return red
 }
+
+// hydrate loads what a delivery needs when the fan-out did not hand it over.
+func (w *Worker) hydrate(ctx context.Context, r *ledger.ReceiptRow) (*hydrated, *ledger.Outcome) {
+	row, err := w.store.GetDispatch(ctx, r.DispatchID)
+	if err != nil {
+		o := w.retryDelivery(r, err.Error())
+		return nil, &o
+	}
+	if row.ScrubbedAt != nil {
+		return nil, &ledger.Outcome{Status: ledger.ReceiptFailed, LastError: "the dispatch's secrets were scrubbed (older than the secret retention)"}
+	}
+	ev, err := w.reg.Lookup(row.EventID)
+	if err != nil {
+		o := w.retryDelivery(r, fmt.Sprintf("unknown event %q on this worker", row.EventID))
+		return nil, &o
+	}
+	d, red, err := w.buildDispatch(ctx, row)
+	switch {
+	case errors.Is(err, events.ErrNotFound), errors.Is(err, errBadRef), errors.Is(err, errBadSecret):
+		return nil, &ledger.Outcome{Status: ledger.ReceiptFailed, LastError: red.apply(err.Error())}
+	case err != nil:
+		o := w.retryDelivery(r, red.apply(err.Error()))
+		return nil, &o
+	}
+	chs, _ := ev.Channels(ctx, d) // the receipt's own fields stand in if this fails
+	return &hydrated{ev: ev, d: d, red: red, channels: chs}, nil
+}

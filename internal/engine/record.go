@@ -3,7 +3,11 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/rs/zerolog"
 
 	"github.com/heraldhq/herald/internal/ledger"
 )
@@ -41,5 +45,59 @@ func (w *Worker) record(ctx context.Context, update func(context.Context) error)
 				Msg("PostgreSQL is unreachable: holding an outcome in memory until it answers (do not kill this worker)")
 		}
 		time.Sleep(recordRetry)
+	}
+}
+
+// recordDelivery records the outcome of a delivery attempt, fenced on its attempt (a lease taken
+// over meanwhile leaves the row to its new owner, unless the outcome is a confirmed send), counts
+// it, logs it once, and hands a retry due within the horizon to asynq. The task then ends: nil
+// after a send, RevokeTask otherwise (PostgreSQL holds the outcome).
+func (w *Worker) recordDelivery(ctx context.Context, r *ledger.ReceiptRow, o ledger.Outcome, log zerolog.Logger) error {
+	var fin ledger.Finished
+	err := w.record(ctx, func(ctx context.Context) error {
+		var err error
+		fin, err = w.store.FinishReceipt(ctx, r.ID, r.Attempt, o)
+		return err
+	})
+	if errors.Is(err, ledger.ErrTransition) {
+		if o.Status == ledger.ReceiptSent {
+			log.Info().Msg("confirmed send was already recorded (the receipt is final)")
+		} else {
+			log.Info().Str("outcome", string(o.Status)).Msg("lease was taken over before the outcome was recorded; the new owner carries on")
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record outcome %s of receipt %s: %w", o.Status, r.ID, err)
+	}
+	if fin.Overtaken {
+		w.metrics.inDoubt.WithLabelValues(inDoubtOvertaken).Inc()
+		log.Warn().Msg("the confirmed send was recorded after another worker reclaimed the delivery during a PostgreSQL outage; it may have sent too (in doubt, same Message-ID)")
+	}
+	if o.InDoubt && o.Status != ledger.ReceiptFailed {
+		w.metrics.inDoubt.WithLabelValues(inDoubtLostReply).Inc()
+	}
+	w.metrics.deliveries.WithLabelValues(r.Transport, string(o.Status)).Inc()
+	switch o.Status {
+	case ledger.ReceiptSent:
+		w.alerts.clear(r.Transport)
+		log.Info().Str("message_id", o.MessageID).Msg("sent")
+		return nil
+	case ledger.ReceiptRetrying:
+		ev := log.Info()
+		if o.InDoubt {
+			ev = log.Warn().Bool("in_doubt", true)
+		}
+		ev.Str("reason", o.LastError).Time("due_at", o.DueAt).Msg("delivery will be retried")
+		if o.DueAt.Before(time.Now().Add(w.cfg.Horizon)) {
+			due := []ledger.DueTask{{ID: r.ID, Attempt: r.Attempt, DueAt: o.DueAt}}
+			if err := w.store.MarkReceiptsEnqueued(ctx, []string{r.ID}); err == nil {
+				w.enqueueReceiptTasks(ctx, due)
+			}
+		}
+		return asynq.RevokeTask
+	default:
+		log.Warn().Str("outcome", string(o.Status)).Str("reason", o.LastError).Msg("delivery ended without sending")
+		return asynq.RevokeTask
 	}
 }

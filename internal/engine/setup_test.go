@@ -24,6 +24,7 @@ import (
 	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/engine"
 	"github.com/heraldhq/herald/internal/ledger"
+	"github.com/heraldhq/herald/internal/redisconn"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/tasks"
 )
@@ -189,7 +190,7 @@ func (b *bundle) waitReceipt(dispatchID string, want ledger.Status, timeout time
 // redisContains reports the Redis keys whose name or value contains s.
 func redisContains(t testing.TB, opt asynq.RedisClientOpt, s string) []string {
 	t.Helper()
-	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Password: opt.Password, Username: opt.Username})
+	rc := redisClient(opt)
 	defer rc.Close()
 	ctx := context.Background()
 	var hits []string
@@ -270,8 +271,9 @@ func (testEvent) Templates() fs.FS {
 	}
 }
 
-func redisClient(opt asynq.RedisClientOpt) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Password: opt.Password, Username: opt.Username})
+func redisClient(opt asynq.RedisClientOpt) redis.UniversalClient {
+	rc, _ := redisconn.New(opt) // a RedisClientOpt always makes one
+	return rc
 }
 
 func newEmailSender(url string) (*email.Sender, error) {

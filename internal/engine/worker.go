@@ -37,6 +37,8 @@ type Worker struct {
 	backoff  Backoff
 	domain   string
 	metrics  *metrics
+	promoter *promoter
+	sweeper  *sweeper
 	alerts   alerts
 	dbWait   dbWaiters
 	running  sync.WaitGroup // handlers in flight, waited for by Shutdown
@@ -98,6 +100,8 @@ func NewWorker(cfg Config, deps Deps) (*Worker, error) {
 		return nil, fmt.Errorf("worker metrics: %w", err)
 	}
 	w.metrics = m
+	w.promoter = &promoter{store: w.store, cfg: cfg, log: log, metrics: m, enqueue: w.enqueueStuck}
+	w.sweeper = &sweeper{store: w.store, cfg: cfg, log: log, metrics: m}
 	return w, nil
 }
 
@@ -232,9 +236,6 @@ func (w *Worker) Drain() {
 func (w *Worker) Close() error {
 	return errors.Join(w.client.Close(), w.insp.Close())
 }
-
-// Store returns the worker's receipts store.
-func (w *Worker) Store() *ledger.Store { return w.store }
 
 // notDueError asks asynq to run the task again when the row is due (clock skew between the
 // worker and Postgres). It is not counted as a failure.

@@ -232,38 +232,6 @@ func (s *Store) insertDispatchRow(ctx context.Context, nd NewDispatch, st Status
 	return InsertResult{Outcome: Conflict}, nil // caller looks up the holder
 }
 
-// ClaimDispatch takes the fan-out lease: status → fanning_out, attempt+1.
-func (s *Store) ClaimDispatch(ctx context.Context, id string, lease time.Duration) (*DispatchRow, ClaimOutcome, error) {
-	d, err := scanDispatch(s.q.QueryRow(ctx, `UPDATE herald.dispatches
-		SET status = 'fanning_out', attempt = attempt + 1, lease_until = now() + $2::interval, updated_at = now()
-		WHERE id = $1 AND due_at <= now()
-		  AND (status = ANY($3) AND status <> 'fanning_out' OR (status = 'fanning_out' AND lease_until < now()))
-		RETURNING `+dispatchColumns, id, lease, From(KindDispatch, DispatchFanningOut)))
-	if err == nil {
-		return d, Claimed, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return nil, 0, fmt.Errorf("claim dispatch %s: %w", id, err)
-	}
-	out, err := s.whyNoClaim(ctx, "herald.dispatches", id, []string{string(DispatchAccepted), string(DispatchRetrying)})
-	return nil, out, err
-}
-
-func (s *Store) whyNoClaim(ctx context.Context, table, id string, waiting []string) (ClaimOutcome, error) {
-	var notDue bool
-	err := s.q.QueryRow(ctx, `SELECT status = ANY($2) AND due_at > now() FROM `+table+` WHERE id = $1`, id, waiting).Scan(&notDue)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return ClaimMissing, nil
-	case err != nil:
-		return 0, fmt.Errorf("claim %s: %w", id, err)
-	case notDue:
-		return ClaimNotDue, nil
-	default:
-		return ClaimBusy, nil
-	}
-}
-
 // StoreMinted records SendVariables' output once, fenced on the fan-out attempt.
 func (s *Store) StoreMinted(ctx context.Context, id string, attempt int, minted map[string]Minted) error {
 	b, err := json.Marshal(minted)
@@ -277,27 +245,6 @@ func (s *Store) StoreMinted(ctx context.Context, id string, attempt int, minted 
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("store minted values of dispatch %s attempt %d: %w", id, attempt, ErrTransition)
-	}
-	return nil
-}
-
-// FinishDispatch ends a fan-out attempt (fenced on attempt): fanned_out, retrying at dueAt, or
-// failed, with lastError.
-func (s *Store) FinishDispatch(ctx context.Context, id string, attempt int, to Status, dueAt time.Time, lastError string) error {
-	var due *time.Time
-	if !dueAt.IsZero() {
-		due = &dueAt
-	}
-	tag, err := s.q.Exec(ctx, `UPDATE herald.dispatches
-		SET status = $3, due_at = COALESCE($4, due_at), last_error = NULLIF($5, ''), lease_until = NULL,
-		    enqueued_at = NULL, updated_at = now()
-		WHERE id = $1 AND attempt = $2 AND status = 'fanning_out' AND 'fanning_out' = ANY($6)`,
-		id, attempt, string(to), due, storable(lastError), From(KindDispatch, to))
-	if err != nil {
-		return fmt.Errorf("finish dispatch %s as %s: %w", id, to, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("finish dispatch %s attempt %d as %s: %w", id, attempt, to, ErrTransition)
 	}
 	return nil
 }

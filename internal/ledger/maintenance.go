@@ -49,62 +49,6 @@ func queueBranches(name, cols, table, queue, cond, order, limit string) string {
 	}, ",\n")
 }
 
-// dueSQL is a promoter query for table: the rows waiting in one of the waiting states and due
-// within the horizon ($1), and the rows in the leased state whose lease expired, each at most
-// once per regrace ($2) unless never enqueued; at most $3 of them, of queue $4 or "". The regrace
-// filter is checked again on a row a concurrent promoter changed meanwhile, so two promoters
-// never enqueue one row twice in one regrace.
-func dueSQL(table, waiting, leased string) string {
-	notRecent := " AND (enqueued_at IS NULL OR enqueued_at < now() - $2::interval)"
-	isDue := "status IN (" + waiting + ") AND due_at <= now() + $1::interval" + notRecent
-	isExpired := "status = '" + leased + "' AND lease_until < now()" + notRecent
-	return `WITH ` + strings.Join([]string{
-		branch("own_due", "id, due_at", table, "$4", isDue, "due_at", "$3"),
-		branch("any_due", "id, due_at", table, "''", isDue, "due_at", "$3"),
-		branch("own_expired", "id, due_at", table, "$4", isExpired, "lease_until", "$3"),
-		branch("any_expired", "id, due_at", table, "''", isExpired, "lease_until", "$3"),
-		`due AS (SELECT id FROM (SELECT * FROM own_due UNION ALL SELECT * FROM any_due
-			UNION ALL SELECT * FROM own_expired UNION ALL SELECT * FROM any_expired) b
-			ORDER BY due_at LIMIT $3)`,
-	}, ",\n") + `
-		UPDATE herald.` + table + ` t SET enqueued_at = now() WHERE t.id = ANY (ARRAY(SELECT id FROM due))
-		RETURNING t.id, t.attempt, t.due_at`
-}
-
-var (
-	dueDispatchesSQL = dueSQL("dispatches", "'accepted','retrying'", string(DispatchFanningOut))
-	dueReceiptsSQL   = dueSQL("receipts", "'scheduled','retrying'", string(ReceiptSending))
-)
-
-// DueDispatches claims for enqueueing (FOR UPDATE SKIP LOCKED, safe in parallel) up to limit
-// dispatches of queue (or of no known queue) that need a task: accepted or retrying and due
-// within horizon, or fanning_out with an expired lease; each at most once per regrace unless it
-// was never enqueued.
-func (s *Store) DueDispatches(ctx context.Context, queue string, horizon, regrace time.Duration, limit int) ([]DueTask, error) {
-	if queue == "" {
-		return nil, fmt.Errorf("due dispatches: %w", errNoQueue)
-	}
-	ds, err := collectDue(s.q.Query(ctx, dueDispatchesSQL, horizon, regrace, limit, queue))
-	if err != nil {
-		return nil, fmt.Errorf("due dispatches of queue %q: %w", queue, err)
-	}
-	return ds, nil
-}
-
-// DueReceipts claims for enqueueing (FOR UPDATE SKIP LOCKED) up to limit receipts of queue (or
-// of no known queue) that need a task: scheduled or retrying and due within horizon, or sending
-// with an expired lease; each at most once per regrace unless it was never enqueued.
-func (s *Store) DueReceipts(ctx context.Context, queue string, horizon, regrace time.Duration, limit int) ([]DueTask, error) {
-	if queue == "" {
-		return nil, fmt.Errorf("due receipts: %w", errNoQueue)
-	}
-	rs, err := collectDue(s.q.Query(ctx, dueReceiptsSQL, horizon, regrace, limit, queue))
-	if err != nil {
-		return nil, fmt.Errorf("due receipts of queue %q: %w", queue, err)
-	}
-	return rs, nil
-}
-
 const holdsSecrets = "(sealed IS NOT NULL OR minted IS NOT NULL)" //nolint:gosec // a SQL condition, not a credential
 
 // scrubOldSQL drops the secrets of up to $2 dispatches of queue $3 (or "") accepted longer than

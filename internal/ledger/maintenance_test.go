@@ -35,10 +35,10 @@ func TestParallelPromotersTakeEachRowOnce(t *testing.T) {
 		due   func(*ledger.Store) ([]ledger.DueTask, error)
 	}{
 		{"dispatches", func(s *ledger.Store) ([]ledger.DueTask, error) {
-			return s.DueDispatches(ctx, "mine", time.Minute, time.Hour, 37)
+			return s.Due(ctx, ledger.KindDispatch, "mine", time.Minute, time.Hour, 37)
 		}},
 		{"receipts", func(s *ledger.Store) ([]ledger.DueTask, error) {
-			return s.DueReceipts(ctx, "mine", time.Minute, time.Hour, 37)
+			return s.Due(ctx, ledger.KindReceipt, "mine", time.Minute, time.Hour, 37)
 		}},
 	} {
 		var want int

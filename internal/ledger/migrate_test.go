@@ -92,7 +92,7 @@ func TestUpgradeKeepsPendingRowsRoutable(t *testing.T) {
 	if err != nil || d.Queue != "" {
 		t.Fatalf("upgraded dispatch: queue %q, %v", d.Queue, err)
 	}
-	due, err := s.DueDispatches(ctx, "any_fleet", time.Minute, time.Hour, 10)
+	due, err := s.Due(ctx, ledger.KindDispatch, "any_fleet", time.Minute, time.Hour, 10)
 	if err != nil || len(due) != 1 || due[0].ID != id {
 		t.Fatalf("a promoter of any fleet takes the upgraded row: %+v %v", due, err)
 	}

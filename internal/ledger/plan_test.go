@@ -51,11 +51,11 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 		index string // when set, the index the statement's range scan must use (migrations 009 and 011)
 	}{
 		{"DueDispatches", func(s *ledger.Store) error {
-			_, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
+			_, err := s.Due(ctx, ledger.KindDispatch, "fleet_a", horizon, regrace, batch)
 			return err
 		}, ""},
 		{"DueReceipts", func(s *ledger.Store) error {
-			_, err := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch)
+			_, err := s.Due(ctx, ledger.KindReceipt, "fleet_a", horizon, regrace, batch)
 			return err
 		}, ""},
 		{"ScrubSecrets", func(s *ledger.Store) error { _, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch); return err }, ""},
@@ -116,24 +116,24 @@ func TestBackgroundWorkCostsWhatItsDueWorkCosts(t *testing.T) {
 	t.Run("results", func(t *testing.T) {
 		inTx(ctx, t, pool, func(tx pgx.Tx) {
 			s := ledger.New(tx)
-			ds, err := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch)
+			ds, err := s.Due(ctx, ledger.KindDispatch, "fleet_a", horizon, regrace, batch)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := dueIDs(ds); !slices.Equal(got, due.dispatches) {
 				t.Errorf("due dispatches of fleet_a: %v, want %v", got, due.dispatches)
 			}
-			if again, _ := s.DueDispatches(ctx, "fleet_a", horizon, regrace, batch); len(again) != 0 {
+			if again, _ := s.Due(ctx, ledger.KindDispatch, "fleet_a", horizon, regrace, batch); len(again) != 0 {
 				t.Errorf("due dispatches returned again within regrace: %v", dueIDs(again))
 			}
-			rs, err := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch)
+			rs, err := s.Due(ctx, ledger.KindReceipt, "fleet_a", horizon, regrace, batch)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := dueIDs(rs); !slices.Equal(got, due.receipts) {
 				t.Errorf("due receipts of fleet_a: %v, want %v", got, due.receipts)
 			}
-			if again, _ := s.DueReceipts(ctx, "fleet_a", horizon, regrace, batch); len(again) != 0 {
+			if again, _ := s.Due(ctx, ledger.KindReceipt, "fleet_a", horizon, regrace, batch); len(again) != 0 {
 				t.Errorf("due receipts returned again within regrace: %v", dueIDs(again))
 			}
 			n, err := s.ScrubSecrets(ctx, "fleet_a", retention, batch)

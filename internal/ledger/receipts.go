@@ -155,101 +155,6 @@ func (s *Store) ListReceipts(ctx context.Context, dispatchID string) ([]*Receipt
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*ReceiptRow, error) { return scanReceipt(r) })
 }
 
-// Claim is a successful receipt claim.
-type Claim struct {
-	Receipt *ReceiptRow // after the claim: status sending, attempt bumped
-	// Reclaimed says this claim took over the expired lease of an attempt that was sending: that
-	// attempt may have reached the transport, so this one is in doubt. It is true only for the
-	// claim that took the lease over, unlike the sticky Receipt.InDoubt.
-	Reclaimed bool
-}
-
-// ClaimReceipt takes the delivery lease: status → sending, attempt+1, lease_until = now+lease.
-// A claim over an expired sending lease flags the receipt in_doubt. When no row is claimed the
-// outcome says why (missing, not yet due, busy or final).
-func (s *Store) ClaimReceipt(ctx context.Context, id string, lease time.Duration) (*Claim, ClaimOutcome, error) {
-	var reclaimed bool
-	r, err := scanReceipt(scanLast(s.q.QueryRow(ctx, `UPDATE herald.receipts r
-		SET status = 'sending', attempt = attempt + 1, lease_until = now() + $2::interval,
-		    in_doubt = in_doubt OR p.prev = 'sending', updated_at = now()
-		FROM (SELECT id AS pid, status AS prev FROM herald.receipts WHERE id = $1 FOR UPDATE) p
-		WHERE r.id = p.pid AND due_at <= now()
-		  AND (status = ANY($3) AND status <> 'sending' OR (status = 'sending' AND lease_until < now()))
-		RETURNING `+receiptColumns+`, p.prev = 'sending'`, id, lease, From(KindReceipt, ReceiptSending)), &reclaimed))
-	if err == nil {
-		return &Claim{Receipt: r, Reclaimed: reclaimed}, Claimed, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return nil, 0, fmt.Errorf("claim receipt %s: %w", id, err)
-	}
-	out, err := s.whyNoClaim(ctx, "herald.receipts", id, []string{string(ReceiptScheduled), string(ReceiptRetrying)})
-	return nil, out, err
-}
-
-// Outcome is the result of one delivery attempt.
-type Outcome struct {
-	Status           Status    // sent, retrying, failed, expired or skipped
-	DueAt            time.Time // retrying: when to try again
-	LastError        string
-	Subject          string
-	MessageID        string
-	ProviderResponse string
-	// InDoubt flags the receipt in doubt: the transport may have accepted the message although it
-	// did not confirm it (a reply lost after the final "."). It is sticky.
-	InDoubt bool
-}
-
-// Finished is what FinishReceipt recorded.
-type Finished struct {
-	// Overtaken: a confirmed send landed on a receipt that a reclaim had moved to a later attempt
-	// (a PostgreSQL outage longer than the lease). That attempt may have sent too: the receipt is
-	// flagged in doubt — counted window (c) of DESIGN.md.
-	Overtaken bool
-}
-
-// FinishReceipt records an attempt's outcome, fenced on (id, attempt, sending): a stale worker
-// whose lease was taken over gets ErrTransition and changes nothing — except for sent. A send the
-// transport confirmed beats a lease: it lands on any non-final state of the receipt, even after a
-// reclaim moved it to a later attempt (DESIGN.md, "A confirmed outcome beats a lease").
-func (s *Store) FinishReceipt(ctx context.Context, id string, attempt int, o Outcome) (Finished, error) {
-	var due *time.Time
-	if !o.DueAt.IsZero() {
-		due = &o.DueAt
-	}
-	var overtaken bool
-	err := s.q.QueryRow(ctx, `UPDATE herald.receipts
-		SET status = $3, due_at = COALESCE($4, due_at), last_error = NULLIF($5, ''),
-		    subject = COALESCE(NULLIF($6, ''), subject), message_id = COALESCE(NULLIF($7, ''), message_id),
-		    provider_response = COALESCE(NULLIF($8, ''), provider_response),
-		    lease_until = NULL, enqueued_at = NULL, updated_at = now(), in_doubt = in_doubt OR $10 OR attempt <> $2,
-		    sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END
-		WHERE id = $1 AND (attempt = $2 AND status = 'sending' AND 'sending' = ANY($9)
-		                   OR $3 = 'sent' AND NOT (status = ANY($11)))
-		RETURNING attempt <> $2`,
-		id, attempt, string(o.Status), due, storable(o.LastError), storable(o.Subject), storable(o.MessageID),
-		storable(o.ProviderResponse), From(KindReceipt, o.Status), o.InDoubt, finalStrings(KindReceipt)).Scan(&overtaken)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Finished{}, fmt.Errorf("finish receipt %s attempt %d as %s: %w", id, attempt, o.Status, ErrTransition)
-	}
-	if err != nil {
-		return Finished{}, fmt.Errorf("finish receipt %s as %s: %w", id, o.Status, err)
-	}
-	return Finished{Overtaken: overtaken}, nil
-}
-
-// StillClaimed reports whether the receipt is still sending under attempt: a reclaimer re-reads
-// the row just before it sends, so that an earlier attempt whose confirmed outcome landed in the
-// meantime is not sent again.
-func (s *Store) StillClaimed(ctx context.Context, id string, attempt int) (bool, error) {
-	var ok bool
-	err := s.q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM herald.receipts WHERE id = $1 AND attempt = $2 AND status = 'sending')`,
-		id, attempt).Scan(&ok)
-	if err != nil {
-		return false, fmt.Errorf("re-read receipt %s: %w", id, err)
-	}
-	return ok, nil
-}
-
 // MarkReceiptsEnqueued notes that tasks for ids were handed to the queue.
 func (s *Store) MarkReceiptsEnqueued(ctx context.Context, ids []string) error {
 	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET enqueued_at = now() WHERE id = ANY($1)`, ids)
@@ -261,13 +166,6 @@ func (s *Store) CountInDoubt(ctx context.Context) (int64, error) {
 	var n int64
 	err := s.q.QueryRow(ctx, `SELECT count(*) FROM herald.receipts WHERE in_doubt`).Scan(&n)
 	return n, err
-}
-
-// ExpireLeaseForTest moves a receipt's lease into the past, as if its worker had crashed.
-// For tests and fault drills only.
-func (s *Store) ExpireLeaseForTest(ctx context.Context, id string) error {
-	_, err := s.q.Exec(ctx, `UPDATE herald.receipts SET lease_until = now() - interval '1 second' WHERE id = $1`, id)
-	return err
 }
 
 // CancelReceipts cancels the deliveries of a dispatch that have not started: scheduled or

@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/events"
 	"github.com/heraldhq/herald/internal/ledger"
+	"github.com/heraldhq/herald/internal/ledger/ledgertest"
 	"github.com/heraldhq/herald/internal/testenv"
 )
 
@@ -103,7 +104,8 @@ func TestTransitionTableWalk(t *testing.T) {
 
 func TestClaimOutcomesAndFence(t *testing.T) {
 	t.Parallel()
-	s := ledger.New(testenv.DB(t))
+	db := testenv.DB(t)
+	s := ledger.New(db)
 	ctx := t.Context()
 	did := insertDispatch(t, s, "", "")
 	later := insertReceipt(t, s, did, time.Now().Add(time.Hour))
@@ -122,7 +124,7 @@ func TestClaimOutcomesAndFence(t *testing.T) {
 		t.Fatalf("second claim under a live lease: %v", out)
 	}
 	// The lease expires (a crashed worker): a reclaim takes over and is in doubt.
-	expire(t, s, id)
+	expire(t, db, id)
 	c2, out, err := s.ClaimReceipt(ctx, id, time.Minute)
 	if err != nil || out != ledger.Claimed || c2.Receipt.Attempt != 2 || !c2.Reclaimed || !c2.Receipt.InDoubt {
 		t.Fatalf("reclaim: %+v %v %v", c2, out, err)
@@ -156,13 +158,14 @@ func TestClaimOutcomesAndFence(t *testing.T) {
 // an ordinary retry's claim is not a reclaim (it must not be counted again).
 func TestReclaimedOnlyWhenTheLeaseWasSending(t *testing.T) {
 	t.Parallel()
-	s := ledger.New(testenv.DB(t))
+	db := testenv.DB(t)
+	s := ledger.New(db)
 	ctx := t.Context()
 	id := insertReceipt(t, s, insertDispatch(t, s, "", ""), time.Now().Add(-time.Second))
 	if _, _, err := s.ClaimReceipt(ctx, id, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	expire(t, s, id)
+	expire(t, db, id)
 	c, _, err := s.ClaimReceipt(ctx, id, time.Minute)
 	if err != nil || !c.Reclaimed {
 		t.Fatalf("reclaim: %+v %v", c, err)
@@ -179,10 +182,9 @@ func TestReclaimedOnlyWhenTheLeaseWasSending(t *testing.T) {
 	}
 }
 
-func expire(t *testing.T, s *ledger.Store, id string) {
+func expire(t *testing.T, db ledger.Querier, id string) {
 	t.Helper()
-	// Move the lease into the past through the same store connection pool.
-	if err := s.ExpireLeaseForTest(t.Context(), id); err != nil {
+	if err := ledgertest.ExpireLease(t.Context(), db, id); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -262,11 +264,11 @@ func TestScrubAndPromoterQueries(t *testing.T) {
 	if _, err := s.InsertDispatch(ctx, ledger.NewDispatch{ID: id, EventID: "a.b", Sealed: map[string]string{"t": "v1.k.x"}}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	due, err := s.DueDispatches(ctx, "q", time.Minute, time.Hour, 10)
+	due, err := s.Due(ctx, ledger.KindDispatch, "q", time.Minute, time.Hour, 10)
 	if err != nil || len(due) != 1 || due[0].ID != id {
 		t.Fatalf("due dispatches: %+v %v", due, err)
 	}
-	if again, _ := s.DueDispatches(ctx, "q", time.Minute, time.Hour, 10); len(again) != 0 {
+	if again, _ := s.Due(ctx, ledger.KindDispatch, "q", time.Minute, time.Hour, 10); len(again) != 0 {
 		t.Fatalf("enqueued dispatch returned again within regrace: %+v", again)
 	}
 	d, out, err := s.ClaimDispatch(ctx, id, time.Minute)
@@ -280,7 +282,7 @@ func TestScrubAndPromoterQueries(t *testing.T) {
 	if n, _ := s.ScrubSecrets(ctx, "q", 24*time.Hour, 100); n != 0 {
 		t.Fatalf("scrubbed while a receipt is open")
 	}
-	rs, _ := s.DueReceipts(ctx, "q", time.Minute, time.Hour, 10)
+	rs, _ := s.Due(ctx, ledger.KindReceipt, "q", time.Minute, time.Hour, 10)
 	if len(rs) != 1 || rs[0].ID != rid {
 		t.Fatalf("due receipts: %+v", rs)
 	}

@@ -32,20 +32,6 @@ var ErrNotFound = errors.New("not found")
 // the change (or fenced on an attempt that is no longer current).
 var ErrTransition = errors.New("state transition not allowed")
 
-// ClaimOutcome says why a claim returned no row, or that it succeeded.
-type ClaimOutcome int
-
-const (
-	Claimed      ClaimOutcome = iota
-	ClaimMissing              // no such row
-	ClaimNotDue               // due_at is in the future
-	ClaimBusy                 // another worker holds a live lease, or the row is final
-)
-
-func (o ClaimOutcome) String() string {
-	return [...]string{"claimed", "missing", "not due", "busy or final"}[o]
-}
-
 // SetStatus moves a row to `to` if the transition table allows it from its current state,
 // recording lastError. It is the admin path (cancel, manual fail) and what the transition test
 // walks; workers use the claim and fenced updates, which take their guards from the same table.

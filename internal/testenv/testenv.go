@@ -20,9 +20,10 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/heraldhq/herald/internal/ledger"
+	"github.com/heraldhq/herald/internal/redisconn"
 )
 
 func must(t testing.TB, name string) string {
@@ -69,7 +70,7 @@ func DropQueue(opt asynq.RedisClientOpt, q string) {
 	insp := asynq.NewInspector(opt)
 	_ = insp.DeleteQueue(q, true)
 	_ = insp.Close()
-	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Username: opt.Username, Password: opt.Password})
+	rc, _ := redisconn.New(opt)
 	defer func() { _ = rc.Close() }()
 	iter := rc.Scan(ctx, 0, "asynq:{"+q+"}:*", 1000).Iterator()
 	for iter.Next(ctx) {
@@ -82,7 +83,7 @@ func DropQueue(opt asynq.RedisClientOpt, q string) {
 // it was killed (a graceful shutdown removes its own).
 func ForgetAsynqServer(opt asynq.RedisClientOpt, pid int) {
 	ctx := context.Background()
-	rc := redis.NewClient(&redis.Options{Addr: opt.Addr, DB: opt.DB, Username: opt.Username, Password: opt.Password})
+	rc, _ := redisconn.New(opt)
 	defer func() { _ = rc.Close() }()
 	mark := fmt.Sprintf(":%d:", pid)
 	for _, set := range []string{"asynq:servers", "asynq:workers"} {
@@ -184,12 +185,19 @@ func makeTemplate(ctx context.Context, t testing.TB, base string) (string, error
 
 var templates []string
 
-// Main runs a package's tests, then drops the template database it made and runs cleanups.
-// Use it from TestMain: func TestMain(m *testing.M) { testenv.Main(m) }.
+// Main runs a package's tests, runs cleanups, fails the run if a test left a goroutine behind
+// (goleak), then drops the template database it made. Use it from TestMain:
+// func TestMain(m *testing.M) { testenv.Main(m) }.
 func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
 	for _, c := range cleanups {
 		c()
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: goroutines left behind by the tests: %v\n", err)
+			code = 1
+		}
 	}
 	if len(templates) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
