@@ -30,6 +30,7 @@ var quotes = []struct{ file, decl string }{
 	{"cmd/welcome-worker/main.go", ""},
 	{"cmd/welcome-producer/main.go", ""},
 	{"../../example_test.go", "ExampleClient_DispatchTx"},
+	{"../../example_test.go", "ExampleMount"},
 }
 
 // TestReadmeQuotesTheProgram: each quote is one fenced block of the README's section, byte for
