@@ -197,14 +197,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 // ClientConfigFromEnv reads the same HERALD_* variables as ConfigFromEnv for a producer or a
 // tool, applies the defaults and checks every variable that is set, requiring none: NewClient
 // then requires HERALD_SECRET_KEYS, and Dispatch HERALD_REDIS_URL (DispatchTx needs only your
-// own transaction).
+// own transaction). With an error, the Config still holds every setting that could be read, with
+// the defaults for the others (a tool may carry on with the settings it uses).
 func ClientConfigFromEnv(getenv func(string) string) (Config, error) {
 	cfg, err := parseEnv(getenv)
-	if err != nil {
-		return cfg, err
-	}
 	cfg = cfg.WithDefaults()
-	return cfg, cfg.validateClient()
+	return cfg, errors.Join(err, cfg.validateClient())
 }
 
 func parseEnv(getenv func(string) string) (Config, error) {
@@ -304,7 +302,13 @@ func (c Config) Validate() error {
 // validateClient checks the configuration of a producer or a tool: secret keys, and whatever
 // else is set.
 func (c Config) validateClient() error {
-	return errors.Join(c.validateCommon()...)
+	errs := c.validateCommon()
+	if d := c.WithDefaults(); d.TaskTimeout <= d.SendTimeout {
+		// The producer sets the deadline each worker runs the task under.
+		errs = append(errs, fmt.Errorf("HERALD_TASK_TIMEOUT (%v) must exceed HERALD_SEND_TIMEOUT (%v): producers set the deadline workers run each task under; give them the workers' values",
+			d.TaskTimeout, d.SendTimeout))
+	}
+	return errors.Join(errs...)
 }
 
 // validateCommon checks what every role shares: the secret keys, and each setting that is set.

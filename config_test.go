@@ -161,6 +161,14 @@ func TestClientConfigFromEnv(t *testing.T) {
 			t.Errorf("%s=%s: %v, want %q without the password", set, val, err, want)
 		}
 	}
+	// A producer sets the deadline workers run each task under: it must leave room for a send.
+	if _, err := herald.ClientConfigFromEnv(envOf(map[string]string{"HERALD_TASK_TIMEOUT": "20s"})); err == nil ||
+		!strings.Contains(err.Error(), "HERALD_TASK_TIMEOUT (20s) must exceed HERALD_SEND_TIMEOUT (30s)") {
+		t.Errorf("a producer's task timeout below the send timeout: %v", err)
+	}
+	if _, err := herald.ClientConfigFromEnv(envOf(map[string]string{"HERALD_TASK_TIMEOUT": "7s", "HERALD_SEND_TIMEOUT": "2s"})); err != nil {
+		t.Errorf("the workers' own timeouts: %v", err)
+	}
 	for retries, refused := range map[int]bool{1: true, 0: false, 2: false} {
 		c, err := herald.NewClient(herald.Config{SecretKeys: keys, AsynqRetries: retries})
 		if c != nil {

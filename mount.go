@@ -2,6 +2,8 @@ package herald
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"strings"
 	"time"
 
@@ -25,8 +27,9 @@ type Mounted struct {
 	RetryDelayFunc asynq.RetryDelayFunc
 	ErrorHandler   asynq.ErrorHandler
 
-	queue string
-	b     *built
+	queue    string
+	shutdown time.Duration
+	b        *built
 }
 
 // TaskPrefix begins the type name of every Herald task.
@@ -42,19 +45,28 @@ func Mount(ctx context.Context, cfg Config, reg *events.Registry) (*Mounted, err
 		return nil, err
 	}
 	w := b.worker
-	return &Mounted{Handler: w.Handler(), IsFailure: w.IsFailure, RetryDelayFunc: w.RetryDelay,
-		ErrorHandler: asynq.ErrorHandlerFunc(w.HandleError), queue: b.cfg.Queue, b: b}, nil
+	return &Mounted{Handler: mark(w.Handler()), IsFailure: w.IsFailure, RetryDelayFunc: w.RetryDelay,
+		ErrorHandler: asynq.ErrorHandlerFunc(w.HandleError), queue: b.cfg.Queue, shutdown: b.cfg.ShutdownTimeout, b: b}, nil
 }
 
 // Configure installs Herald's hooks on c, keeping the application's own for its other tasks:
-// an error counts as a failure only if both hooks say so; Herald's tasks take Herald's retry
-// delays and error handler, other tasks the ones c had (asynq's default delay if none). When c
-// serves no queue yet it is given Herald's queue.
+// an error of Herald's handler is a failure or not by Herald's rule alone, any other by the
+// application's (every error, if it had none); Herald's tasks take Herald's retry delays and
+// error handler, other tasks the ones c had (asynq's default delay if none). When c
+// does not serve Herald's queue it is added (priority 1): a server that does not poll it would
+// leave Herald's tasks waiting forever. Its ShutdownTimeout is raised to Herald's
+// (asynq's default, 8 s, would cut off a send still running at shutdown: Herald's exceeds the
+// send timeout).
 func (m *Mounted) Configure(c *asynq.Config) {
-	if own := c.IsFailure; own != nil {
-		c.IsFailure = func(err error) bool { return m.IsFailure(err) && own(err) }
-	} else {
-		c.IsFailure = m.IsFailure
+	own := c.IsFailure
+	c.IsFailure = func(err error) bool {
+		if errors.As(err, new(*taskError)) {
+			return m.IsFailure(err)
+		}
+		if own != nil {
+			return own(err)
+		}
+		return err != nil // asynq's default: every error counts
 	}
 	ownDelay := c.RetryDelayFunc
 	if ownDelay == nil {
@@ -74,9 +86,15 @@ func (m *Mounted) Configure(c *asynq.Config) {
 			ownErr.HandleError(ctx, t, err)
 		}
 	})
-	if len(c.Queues) == 0 {
-		c.Queues = map[string]int{m.queue: 1}
+	if _, ok := c.Queues[m.queue]; !ok {
+		qs := maps.Clone(c.Queues) // the application's map stays as it was
+		if qs == nil {
+			qs = map[string]int{}
+		}
+		qs[m.queue] = 1
+		c.Queues = qs
 	}
+	c.ShutdownTimeout = max(c.ShutdownTimeout, m.shutdown)
 }
 
 // RunMaintenance runs the promoter (enqueue what is due, re-create lost tasks, reclaim expired
@@ -89,4 +107,22 @@ func (m *Mounted) RunMaintenance(ctx context.Context) { m.b.worker.RunMaintenanc
 func (m *Mounted) Close() {
 	m.b.worker.Drain()
 	m.b.close()
+}
+
+// taskError marks an error returned by Herald's handler, so that Configure's IsFailure can tell
+// it from the application's errors (asynq's hook does not see the task). It unwraps, so asynq
+// still recognises RevokeTask and SkipRetry through it, and reads the same.
+type taskError struct{ err error }
+
+func (e *taskError) Error() string { return e.err.Error() }
+func (e *taskError) Unwrap() error { return e.err }
+
+// mark wraps every error of h in a taskError.
+func mark(h asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		if err := h.ProcessTask(ctx, t); err != nil {
+			return &taskError{err}
+		}
+		return nil
+	})
 }

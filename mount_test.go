@@ -54,7 +54,9 @@ func TestMountOnTheApplicationsServer(t *testing.T) {
 
 	var ownErrors atomic.Int32
 	appErr := errors.New("the application's task failed")
-	acfg := asynq.Config{Concurrency: 2, TaskCheckInterval: 50 * time.Millisecond,
+	appQueues := map[string]int{"app_" + queue: 2}
+	t.Cleanup(func() { testenv.DropQueue(redisOpt, "app_"+queue) })
+	acfg := asynq.Config{Concurrency: 2, TaskCheckInterval: 50 * time.Millisecond, Queues: appQueues,
 		RetryDelayFunc: func(int, error, *asynq.Task) time.Duration { return 7 * time.Minute },
 		ErrorHandler: asynq.ErrorHandlerFunc(func(_ context.Context, _ *asynq.Task, err error) {
 			if errors.Is(err, appErr) {
@@ -62,14 +64,20 @@ func TestMountOnTheApplicationsServer(t *testing.T) {
 			}
 		})}
 	m.Configure(&acfg)
-	if acfg.Queues[queue] != 1 {
-		t.Fatalf("Configure gave the server queues %v, want Herald's %q", acfg.Queues, queue)
+	if acfg.Queues[queue] != 1 || acfg.Queues["app_"+queue] != 2 || len(appQueues) != 1 {
+		t.Fatalf("Configure gave the server queues %v (the application's map now %v), want the application's and Herald's %q",
+			acfg.Queues, appQueues, queue)
 	}
 	if d := acfg.RetryDelayFunc(1, appErr, asynq.NewTask("app:ping", nil)); d != 7*time.Minute {
 		t.Fatalf("the application's task takes retry delay %v, want its own 7m", d)
 	}
 	if !acfg.IsFailure(appErr) {
 		t.Fatal("the application's error is no longer a failure")
+	}
+	// asynq cancels running handlers ShutdownTimeout after Shutdown (8 s when unset): Herald's
+	// sends need its own ShutdownTimeout (above SendTimeout), or a send in flight is cut off.
+	if acfg.ShutdownTimeout < 40*time.Second {
+		t.Fatalf("Configure left the server's ShutdownTimeout at %v, below Herald's 40s", acfg.ShutdownTimeout)
 	}
 	mux := asynq.NewServeMux()
 	mux.Handle(herald.TaskPrefix, m.Handler)
@@ -114,7 +122,7 @@ func TestMountOnTheApplicationsServer(t *testing.T) {
 
 	ac := asynq.NewClient(redisOpt)
 	defer ac.Close()
-	if _, err := ac.Enqueue(asynq.NewTask("app:ping", nil), asynq.Queue(queue), asynq.MaxRetry(1)); err != nil {
+	if _, err := ac.Enqueue(asynq.NewTask("app:ping", nil), asynq.Queue("app_"+queue), asynq.MaxRetry(1)); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, 10*time.Second, "the application's error handler sees its task's error", func() bool { return ownErrors.Load() > 0 })

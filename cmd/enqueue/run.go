@@ -73,14 +73,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	cfg, err := herald.ClientConfigFromEnv(get)
-	if err != nil {
-		return err
-	}
-	e := &env{getenv: get, cfg: cfg, file: file, out: stdout, errOut: stderr, json: r.JSON}
+	e := &env{getenv: get, file: file, out: stdout, errOut: stderr, json: r.JSON}
 	sel := kctx.Selected()
 	if sel == nil { // cli.Parse answers a missing command itself; this is a guard
 		return fmt.Errorf("unknown command %q", kctx.Command())
+	}
+	var cfgErr error
+	e.cfg, cfgErr = herald.ClientConfigFromEnv(get)
+	if cfgErr != nil {
+		// A command that enqueues takes the producer's settings (queue, retries, timeouts, keys)
+		// and refuses bad ones; one that only reads carries on (an operator diagnosing a worker
+		// that refuses its settings needs the CLI most), saying what is wrong.
+		if _, enqueues := sel.Target.Addr().Interface().(enqueuer); enqueues {
+			return cfgErr
+		}
+		fmt.Fprintf(stderr, "enqueue: warning: %v (this command does not use it)\n", cfgErr)
 	}
 	// kong calls the selected command's Run method, binding ctx and e to its parameters.
 	// RunNode, not Run: Run joins the command's error with the AfterRun hooks' (errors.Join),
@@ -88,6 +95,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	return kctx.RunNode(sel, e)
 }
+
+// enqueuer is a command that enqueues tasks: it needs every producer setting to be valid.
+type enqueuer interface{ enqueues() }
+
+func (*dispatchCmd) enqueues()        {}
+func (*rejectedRequeueCmd) enqueues() {}
 
 // workDir is the current folder, or "" when it cannot be told.
 func workDir() string {

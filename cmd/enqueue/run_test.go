@@ -775,3 +775,21 @@ func testEnv(t *testing.T, vars map[string]string) *env {
 	}
 	return &env{getenv: get, cfg: cfg}
 }
+
+// TestBadSettingsRefuseOnlyWhatUsesThem: a bad variable a reading command does not use (the
+// worker's log format, a concurrency) leaves it working, with a warning; a command that enqueues
+// takes the producer's settings and refuses them.
+func TestBadSettingsRefuseOnlyWhatUsesThem(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.env["HERALD_LOG_FORMAT"] = "text"
+	b.env["HERALD_CONCURRENCY"] = "ten"
+	out, err := b.run(t, "dispatches")
+	if err != nil || !strings.Contains(out, "warning: HERALD_CONCURRENCY: want a whole number") || !strings.Contains(out, "HERALD_LOG_FORMAT") {
+		t.Fatalf("dispatches with bad worker settings: %v\n%s", err, out)
+	}
+	if _, err := b.run(t, "dispatch", "accounts.password_reset", "--ref", "user=users/42"); err == nil ||
+		!strings.Contains(err.Error(), "HERALD_CONCURRENCY") {
+		t.Fatalf("dispatch with bad settings: %v, want them refused", err)
+	}
+}

@@ -106,7 +106,7 @@ func TestRollingUpgrade(t *testing.T) {
 		SELECT i::text, 'user' || i || '@example.com', 'User ' || i FROM generate_series(1, $1) i`, users); err != nil {
 		t.Fatal(err)
 	}
-	client, err := herald.NewClient(herald.Config{Redis: testenv.RedisOpt(t), SecretKeys: keys, Queue: queue, TaskTimeout: 7 * time.Second})
+	client, err := herald.NewClient(herald.Config{Redis: testenv.RedisOpt(t), SecretKeys: keys, Queue: queue, TaskTimeout: 7 * time.Second, SendTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
