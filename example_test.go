@@ -160,3 +160,48 @@ func ExampleConfig_WithDefaults() {
 	// 10 5s 10m0s 24h0m0s
 	// auto 1m0s 1s
 }
+
+// The manual actions: list the events, preview one with its sample data and for a real record
+// (neither mints nor writes), then send it and follow its receipts.
+func ExampleAdmin() {
+	ctx := context.Background()
+	cfg, err := herald.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		log.Fatal(err)
+	}
+	pool, err := herald.OpenDB(ctx, cfg.DatabaseURL)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	cfg.DB = pool
+	reg := events.NewRegistry()
+	reg.MustRegister(welcome.Welcome{})
+	if err := reg.RegisterLoader("users", welcome.UsersLoader{DB: pool}); err != nil {
+		log.Fatal(err)
+	}
+	admin, err := herald.NewAdmin(ctx, cfg, reg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer admin.Close()
+
+	for _, ev := range admin.Events(ctx) {
+		fmt.Println(ev.ID, ev.Domain, ev.Category, "previewable:", ev.Previewable)
+	}
+	user := []events.Ref{{Name: "user", Resource: "users", ID: "42"}}
+	preview, err := admin.PreviewFor(ctx, "accounts.welcome", user, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, p := range preview {
+		fmt.Println(p.Channel.Key, p.Recipient.Address, p.Status, p.DueAt, p.Subject)
+	}
+	sent, err := admin.Trigger(ctx, "accounts.welcome", user, nil, herald.Actor("admin:ada"))
+	if err != nil {
+		log.Fatal(err) // a SendVariables error, a missing record: nothing was sent
+	}
+	for _, r := range sent.Receipts {
+		fmt.Println(r.ID, r.ChannelKey, r.Recipient.Address, r.Status, r.DueAt)
+	}
+}

@@ -31,6 +31,7 @@ var quotes = []struct{ file, decl string }{
 	{"cmd/welcome-producer/main.go", ""},
 	{"../../example_test.go", "ExampleClient_DispatchTx"},
 	{"../../example_test.go", "ExampleMount"},
+	{"../../example_test.go", "ExampleAdmin"},
 }
 
 // TestReadmeQuotesTheProgram: each quote is one fenced block of the README's section, byte for

@@ -85,7 +85,9 @@ type prepared struct {
 	now     time.Time
 }
 
-func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any, opts []Option) (*prepared, error) {
+// prepare checks a dispatch's arguments and seals its secrets with keys: every entry point
+// (Dispatch, DispatchTx, a manual trigger) goes through it.
+func prepare(keys *seal.Keyring, eventID string, refs []events.Ref, vars map[string]any, opts []Option) (*prepared, error) {
 	if err := events.ValidateID(eventID); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
 	}
@@ -121,7 +123,7 @@ func (c *Client) prepare(eventID string, refs []events.Ref, vars map[string]any,
 			return nil, fmt.Errorf("%w: %w", ErrInvalidDispatch, err)
 		}
 		if s, ok := v.(events.Secret); ok {
-			sealed, err := c.keys.Seal(s.Reveal(), seal.AAD(p.id, k))
+			sealed, err := keys.Seal(s.Reveal(), seal.AAD(p.id, k))
 			if err != nil {
 				return nil, err
 			}
@@ -157,7 +159,7 @@ func (c *Client) Dispatch(ctx context.Context, eventID string, refs []events.Ref
 	if c.client == nil {
 		return Result{}, errors.New("herald client: Dispatch needs Redis: set HERALD_REDIS_URL (Config.RedisURL)")
 	}
-	p, err := c.prepare(eventID, refs, vars, opts)
+	p, err := prepare(c.keys, eventID, refs, vars, opts)
 	if err != nil {
 		return Result{}, err
 	}
@@ -189,7 +191,7 @@ type Result struct {
 // Idempotency is answered at once: a duplicate returns the first dispatch, a conflict
 // ErrIdempotencyConflict.
 func (c *Client) DispatchTx(ctx context.Context, tx pgx.Tx, eventID string, refs []events.Ref, vars map[string]any, opts ...Option) (Result, error) {
-	p, err := c.prepare(eventID, refs, vars, opts)
+	p, err := prepare(c.keys, eventID, refs, vars, opts)
 	if err != nil {
 		return Result{}, err
 	}

@@ -194,31 +194,48 @@ func channelOf(chs []events.Channel, r *ledger.ReceiptRow) events.Channel {
 var errSampleLeak = errors.New("refusing to send: the content carries the sample-data marker (preview data reached the send path)")
 
 func (w *Worker) render(ctx context.Context, ev events.Event, d *events.Dispatch, ch events.Channel, rc events.Recipient, r *ledger.ReceiptRow) (channels.Message, error) {
-	subject, err := events.SubjectOf(ctx, ev, d, ch, rc)
-	if err != nil {
-		return channels.Message{}, fmt.Errorf("subject: %w", err)
-	}
-	assigns, err := templates.Assigns(ctx, ev, d, ch, rc, subject)
+	c, err := w.compose(ctx, ev, d, ch, rc)
 	if err != nil {
 		return channels.Message{}, err
 	}
-	out, err := w.renderer.Render(ev.ID(), ch.Transport, events.VariantOf(ctx, ev, d, ch), subject, assigns)
-	if err != nil {
-		return channels.Message{}, err
-	}
-	from := w.from
-	if f, ok := ev.(events.Fromer); ok {
-		if from, err = f.From(ctx, d, ch); err != nil {
-			return channels.Message{}, fmt.Errorf("from: %w", err)
-		}
-	}
-	if events.ContainsSample(subject) || events.ContainsSample(out.Text) || events.ContainsSample(html.UnescapeString(out.HTML)) ||
-		events.ContainsSample(rc.Address) || events.ContainsSample(from.Address) {
+	if events.ContainsSample(c.Subject) || events.ContainsSample(c.Text) || events.ContainsSample(html.UnescapeString(c.HTML)) ||
+		events.ContainsSample(rc.Address) || events.ContainsSample(c.From.Address) {
 		return channels.Message{}, errSampleLeak
 	}
 	return channels.Message{
 		ReceiptID: r.ID, MessageID: "<" + r.ID + "@" + w.domain + ">",
-		FromName: from.Name, From: from.Address, ToName: rc.Name, To: rc.Address,
-		Subject: subject, HTML: out.HTML, Text: out.Text,
+		FromName: c.From.Name, From: c.From.Address, ToName: rc.Name, To: rc.Address,
+		Subject: c.Subject, HTML: c.HTML, Text: c.Text,
 	}, nil
+}
+
+// composed is one delivery's rendered content.
+type composed struct {
+	Subject    string
+	From       events.Address
+	HTML, Text string
+}
+
+// compose renders one delivery: subject, sender, HTML and text. It is shared by the send path
+// (render, which then refuses sample data) and the previews (which show it, marked).
+func (w *Worker) compose(ctx context.Context, ev events.Event, d *events.Dispatch, ch events.Channel, rc events.Recipient) (composed, error) {
+	subject, err := events.SubjectOf(ctx, ev, d, ch, rc)
+	if err != nil {
+		return composed{}, fmt.Errorf("subject: %w", err)
+	}
+	assigns, err := templates.Assigns(ctx, ev, d, ch, rc, subject)
+	if err != nil {
+		return composed{}, err
+	}
+	out, err := w.renderer.Render(ev.ID(), ch.Transport, events.VariantOf(ctx, ev, d, ch), subject, assigns)
+	if err != nil {
+		return composed{}, err
+	}
+	from := w.from
+	if f, ok := ev.(events.Fromer); ok {
+		if from, err = f.From(ctx, d, ch); err != nil {
+			return composed{}, fmt.Errorf("from: %w", err)
+		}
+	}
+	return composed{Subject: subject, From: from, HTML: out.HTML, Text: out.Text}, nil
 }
