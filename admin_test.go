@@ -40,12 +40,7 @@ func setupAdmin(t *testing.T, resetKey []byte) *adminBundle {
 	t.Helper()
 	ctx := t.Context()
 	b := &adminBundle{pool: testenv.DB(t), smtp: emailtest.Start(t), mints: &atomic.Int32{}}
-	if err := examples.Migrate(ctx, b.pool); err != nil {
-		t.Fatal(err)
-	}
-	if err := examples.SeedUser(ctx, b.pool, examples.User{ID: "42", Email: "ada@example.net", Name: "Ada"}); err != nil {
-		t.Fatal(err)
-	}
+	seedExamples(t, b.pool)
 	reg := events.NewRegistry()
 	reg.MustRegister(countingReset{PasswordReset: examples.PasswordReset{Tokens: &examples.Tokens{Key: resetKey}, BaseURL: "https://app.test"},
 		mints: b.mints})

@@ -11,7 +11,6 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/receipts"
 )
@@ -45,16 +44,7 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	if err := examples.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	if err := examples.SeedUser(ctx, pool, examples.User{ID: "42", Email: "ada@example.net", Name: "Ada"}); err != nil {
-		t.Fatal(err)
-	}
-	reg := events.NewRegistry()
-	if err := examples.Register(reg, pool, examples.Options{ResetKey: []byte(strings.Repeat("r", 32)), BaseURL: "https://app.test"}); err != nil {
-		t.Fatal(err)
-	}
+	reg := exampleRegistry(t, pool)
 	cfg, err := herald.ConfigFromEnv(envOf(map[string]string{
 		"HERALD_REDIS_URL": testenv.RedisURL(t), "HERALD_DATABASE_URL": dbURL, "HERALD_SMTP_URL": smtp.URL(),
 		"HERALD_MAIL_FROM": "Herald <noreply@herald.test>", "HERALD_SECRET_KEYS": keys, "HERALD_HTTP_ADDR": "127.0.0.1:0",
@@ -102,18 +92,10 @@ func TestRunEndToEnd(t *testing.T) {
 	if !strings.Contains(m.Text, "https://app.test/reset-password?token=") {
 		t.Fatalf("text %q", m.Text)
 	}
-	store := receipts.NewReader(pool)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		rs, _ := store.ReceiptsOf(ctx, id)
-		if len(rs) == 1 && rs[0].Status == receipts.ReceiptSent {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("receipt not sent: %+v", rs)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 5*time.Second, "the receipt is sent", func() bool {
+		rs, err := receipts.NewReader(pool).ReceiptsOf(ctx, id)
+		return err == nil && len(rs) == 1 && rs[0].Status == receipts.ReceiptSent
+	})
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/channels/email/emailtest"
 	"github.com/heraldhq/herald/events"
-	"github.com/heraldhq/herald/examples"
 	"github.com/heraldhq/herald/internal/testenv"
 	"github.com/heraldhq/herald/receipts"
 )
@@ -34,16 +33,7 @@ func TestMountOnTheApplicationsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	if err := examples.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	if err := examples.SeedUser(ctx, pool, examples.User{ID: "42", Email: "ada@example.net", Name: "Ada"}); err != nil {
-		t.Fatal(err)
-	}
-	reg := events.NewRegistry()
-	if err := examples.Register(reg, pool, examples.Options{ResetKey: []byte(strings.Repeat("r", 32)), BaseURL: "https://app.test"}); err != nil {
-		t.Fatal(err)
-	}
+	reg := exampleRegistry(t, pool)
 	redisOpt := testenv.RedisOpt(t)
 	cfg := herald.Config{Redis: redisOpt, DB: pool, SMTPURL: smtp.URL(), MailFrom: "Herald <noreply@herald.test>",
 		SecretKeys: keys, Queue: queue, PromoterInterval: 100 * time.Millisecond, LogOutput: &testenv.LogBuffer{}}

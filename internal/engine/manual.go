@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -55,18 +54,7 @@ func (w *Worker) Events(ctx context.Context) []EventInfo {
 		}
 		out = append(out, info)
 	}
-	slices.SortFunc(out, func(a, b EventInfo) int { return compareStrings(a.ID, b.ID) })
-	return out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return out // Registry.Events is sorted by id
 }
 
 // Rendered is one planned delivery as a preview shows it: the plan's decision (scheduled, or
