@@ -115,7 +115,7 @@ type TriggerResult struct {
 // (a single immediate delivery is sent in the call too; others are handed to the queue). It
 // returns the dispatch id and every receipt. A fan-out that fails — SendVariables refused, a
 // record missing — returns an error wrapping ErrDispatchFailed with the reason, and nothing is
-// sent.
+// sent; so does a dispatch whose every delivery failed (its receipts are returned with it).
 func (a *Admin) Trigger(ctx context.Context, eventID string, refs []events.Ref, vars map[string]any, opts ...DispatchOption) (TriggerResult, error) {
 	t, err := a.b.worker.Trigger(ctx, eventID, refs, vars, engineOptions(opts)...)
 	return TriggerResult(t), err

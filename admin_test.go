@@ -200,3 +200,25 @@ func TestAdminTriggerFailsWhenMintingFails(t *testing.T) {
 		t.Fatalf("%d messages sent", got)
 	}
 }
+
+// TestAdminTriggerSaysWhenNothingWasSent: a trigger whose every delivery failed (here the
+// sample-data guard refusing a real record that carries the marker) is an error with the reason,
+// not a success; the dispatch and its receipts are still returned.
+func TestAdminTriggerSaysWhenNothingWasSent(t *testing.T) {
+	t.Parallel()
+	b := setupAdmin(t, []byte(strings.Repeat("r", 32)))
+	ctx := t.Context()
+	if err := examples.SeedUser(ctx, b.pool, examples.User{ID: "44", Email: "eve@example.net", Name: "Eve " + events.SampleMarker}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := b.admin.Trigger(ctx, "accounts.password_reset", []events.Ref{{Name: "user", Resource: "users", ID: "44"}}, nil)
+	if !errors.Is(err, herald.ErrDispatchFailed) || !strings.Contains(err.Error(), "sample") {
+		t.Fatalf("trigger whose delivery failed: %v, want ErrDispatchFailed with the reason", err)
+	}
+	if res.DispatchID == "" || len(res.Receipts) != 1 || res.Receipts[0].Status != receipts.ReceiptFailed {
+		t.Fatalf("result: %+v", res)
+	}
+	if got := len(b.smtp.Messages()); got != 0 {
+		t.Fatalf("%d messages sent", got)
+	}
+}

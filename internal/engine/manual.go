@@ -228,7 +228,9 @@ var ErrDispatchFailed = errors.New("the dispatch failed")
 // code: first sight, mint, plan, commit, hand off (a single immediate delivery is sent inline).
 // It returns the dispatch and its receipts. A fan-out that fails (SendVariables refused, a
 // record missing) is returned as an error wrapping ErrDispatchFailed, with the reason; the
-// dispatch is then recorded failed and nothing is sent.
+// dispatch is then recorded failed and nothing is sent. So is a dispatch whose every delivery
+// failed (a template error, the sample-data guard, a transport refusing the inline send); the
+// receipts are returned with it.
 func (w *Worker) Trigger(ctx context.Context, eventID string, refs []events.Ref, vars map[string]any, opts ...Option) (Triggered, error) {
 	if _, err := w.lookup(eventID); err != nil {
 		return Triggered{}, err
@@ -266,7 +268,31 @@ func (w *Worker) Trigger(ctx context.Context, eventID string, refs []events.Ref,
 	if row.Status == ledger.DispatchFailed || row.Status == ledger.DispatchRetrying {
 		return Triggered{DispatchID: p.id}, fmt.Errorf("trigger %s: %w (%s): %s", eventID, ErrDispatchFailed, row.Status, row.LastError)
 	}
-	return w.triggered(ctx, p.id, false)
+	t, err := w.triggered(ctx, p.id, false)
+	if err != nil {
+		return t, err
+	}
+	if reason, none := nothingGoesOut(t.Receipts); none {
+		return t, fmt.Errorf("trigger %s: %w: no delivery is sent or pending: %s", eventID, ErrDispatchFailed, reason)
+	}
+	return t, nil
+}
+
+// nothingGoesOut reports whether every delivery ended without sending and one failed, with the
+// first failure's reason. Deliveries a policy skipped alone are an answer, not a failure.
+func nothingGoesOut(rs []*ledger.ReceiptRow) (reason string, none bool) {
+	for _, r := range rs {
+		switch r.Status {
+		case ledger.ReceiptFailed, ledger.ReceiptExpired:
+			if reason == "" {
+				reason = r.LastError
+			}
+		case ledger.ReceiptSkipped, ledger.ReceiptCanceled:
+		default:
+			return "", false // sent, or still to be sent
+		}
+	}
+	return reason, reason != ""
 }
 
 func (w *Worker) triggered(ctx context.Context, id string, duplicate bool) (Triggered, error) {
